@@ -1,0 +1,186 @@
+"""Readers of the aligned face crops in `../shared/data` (see its README), and of plain folders.
+
+Every dataset returns a dict per item: `image` (3, S, S) float in [0, 1] at the requested
+size, `landmarks` (5, 2) in the returned image's pixels (NaN where unknown), `path`, and the
+labels it has (`identity`, `attributes` (40,) in {0, 1}, `race`, `age`, `gender`).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import UserError
+
+UTKFACE_RACES = ["White", "Black", "Asian", "Indian", "Others"]
+CELEBA_ATTRIBUTES = (
+    "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "
+    "Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup "
+    "High_Cheekbones Male Mouth_Slightly_Open Mustache Narrow_Eyes No_Beard Oval_Face Pale_Skin Pointy_Nose "
+    "Receding_Hairline Rosy_Cheeks Sideburns Smiling Straight_Hair Wavy_Hair Wearing_Earrings Wearing_Hat "
+    "Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young"
+).split()
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+
+
+def shared_dir() -> Path:
+    """`$IDPULSE_SHARED`, default `../shared` relative to the repository root."""
+    env = os.environ.get("IDPULSE_SHARED")
+    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared"
+
+
+def _read_landmarks(path: Path) -> dict[str, np.ndarray]:
+    out = {}
+    if not path.is_file():
+        return out
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            pts = [float(row[f"{p}_{c}"]) for p in
+                   ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right") for c in ("x", "y")]
+            out[row["image"]] = np.asarray(pts, dtype=np.float32).reshape(5, 2)
+    return out
+
+
+@dataclass
+class FaceDataset(torch.utils.data.Dataset):
+    """A list of image files with per-file labels; items are resized to `size` (0 = as stored)."""
+
+    files: list[Path]
+    size: int = 0
+    labels: dict[str, list] = field(default_factory=dict)  # label name -> one value per file
+    landmarks: list[np.ndarray | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load_pil(self, i: int) -> Image.Image:
+        with Image.open(self.files[i]) as im:
+            return im.convert("RGB")
+
+    def __getitem__(self, i: int) -> dict:
+        im = self.load_pil(i)
+        w0 = im.width
+        if self.size and im.size != (self.size, self.size):
+            im = im.resize((self.size, self.size), Image.BICUBIC, reducing_gap=None)
+        x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+        lm = self.landmarks[i] if self.landmarks else None
+        lm = torch.full((5, 2), float("nan")) if lm is None else torch.from_numpy(lm * (im.width / w0))
+        item = {"image": x, "landmarks": lm, "path": str(self.files[i])}
+        for name, values in self.labels.items():
+            v = values[i]
+            item[name] = torch.as_tensor(v) if not isinstance(v, str) else v
+        return item
+
+    def subset(self, indices) -> FaceDataset:
+        idx = list(indices)
+        return FaceDataset(
+            files=[self.files[i] for i in idx], size=self.size,
+            labels={k: [v[i] for i in idx] for k, v in self.labels.items()},
+            landmarks=[self.landmarks[i] for i in idx] if self.landmarks else [],
+        )
+
+    def load_uint8(self, progress: bool = True) -> torch.Tensor:
+        """All images at `size` as one (N, 3, S, S) uint8 tensor (for GAN training)."""
+        from tqdm import tqdm
+
+        out = None
+        for i in tqdm(range(len(self)), desc="loading images", disable=not progress, unit="img"):
+            im = self.load_pil(i)
+            if self.size and im.size != (self.size, self.size):
+                im = im.resize((self.size, self.size), Image.BICUBIC, reducing_gap=None)
+            a = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
+            if out is None:
+                out = torch.empty((len(self), *a.shape), dtype=torch.uint8)
+            out[i] = a
+        return out if out is not None else torch.empty(0, 3, self.size, self.size, dtype=torch.uint8)
+
+
+def _need(path: Path, what: str) -> Path:
+    if not path.exists():
+        raise UserError(f"{what} not found at {path} (set IDPULSE_SHARED or give the dataset root)")
+    return path
+
+
+def CelebA(root: str | Path | None = None, *, split: str | tuple[str, ...] = "train", size: int = 0,
+           require_attributes: bool = False) -> FaceDataset:
+    """CelebA in its own layout: `images/`, `identity_CelebA.txt`, `list_eval_partition.txt`,
+    `list_attr_celeba.txt`, `landmarks.csv`. Only files present in `images/` are listed.
+
+    `split`: "train" (partition 0), "val" (1), "test" (2), "all", or a tuple of these.
+    Labels: `identity` (int), `attributes` (40,) in {0, 1} (-1 where unknown), `has_attributes`.
+    """
+    root = Path(root) if root is not None else shared_dir() / "data" / "celeba"
+    img_dir = _need(root / "images", "CelebA images folder")
+    parts = {"train": 0, "val": 1, "test": 2}
+    splits = (split,) if isinstance(split, str) else tuple(split)
+    wanted = set(parts.values()) if "all" in splits else {parts[s] for s in splits}
+    partition = {}
+    for line in _need(root / "list_eval_partition.txt", "CelebA partition file").read_text().split("\n"):
+        if line.strip():
+            name, p = line.split()
+            partition[name] = int(p)
+    identity = {}
+    for line in _need(root / "identity_CelebA.txt", "CelebA identity file").read_text().split("\n"):
+        if line.strip():
+            name, ident = line.split()
+            identity[name] = int(ident)
+    attrs: dict[str, list[int]] = {}
+    attr_file = root / "list_attr_celeba.txt"
+    if attr_file.is_file():
+        lines = attr_file.read_text().split("\n")
+        names = lines[1].split()
+        if names != CELEBA_ATTRIBUTES:
+            raise UserError(f"{attr_file} does not list CelebA's 40 attributes in order")
+        for line in lines[2:]:
+            if line.strip():
+                f, *vals = line.split()
+                attrs[f] = [1 if int(v) > 0 else 0 for v in vals]
+    lms = _read_landmarks(root / "landmarks.csv")
+    present = {p.name for p in img_dir.iterdir()}
+    files = sorted(n for n, p in partition.items() if p in wanted and n in present and n in identity)
+    if require_attributes:
+        files = [f for f in files if f in attrs]
+    unknown = [-1] * len(CELEBA_ATTRIBUTES)
+    return FaceDataset(
+        files=[img_dir / f for f in files], size=size,
+        labels={"identity": [identity[f] for f in files],
+                "attributes": [attrs.get(f, unknown) for f in files],
+                "has_attributes": [f in attrs for f in files]},
+        landmarks=[lms.get(f) for f in files],
+    )
+
+
+def UTKFace(root: str | Path | None = None, *, size: int = 0) -> FaceDataset:
+    """UTKFace crops named `age_gender_race_datetime.jpg.chip.jpg`; malformed names are skipped.
+
+    Labels: `age`, `gender` (0 male, 1 female), `race` (index into `UTKFACE_RACES`).
+    """
+    root = Path(root) if root is not None else shared_dir() / "data" / "utkface"
+    img_dir = _need(root / "images", "UTKFace images folder")
+    lms = _read_landmarks(root / "landmarks.csv")
+    files, age, gender, race = [], [], [], []
+    for p in sorted(img_dir.iterdir()):
+        bits = p.name.split("_")
+        if len(bits) < 4 or not all(b.isdigit() for b in bits[:3]) or int(bits[2]) >= len(UTKFACE_RACES):
+            continue
+        files.append(p)
+        age.append(int(bits[0]))
+        gender.append(int(bits[1]))
+        race.append(int(bits[2]))
+    return FaceDataset(files=files, size=size, labels={"age": age, "gender": gender, "race": race},
+                       landmarks=[lms.get(p.name) for p in files])
+
+
+def ImageFolder(root: str | Path, *, size: int = 0) -> FaceDataset:
+    """Every image file below `root` (sorted), already aligned; no labels, no landmarks."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"image folder not found: {root}")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    return FaceDataset(files=files, size=size)

@@ -1,0 +1,168 @@
+"""One loader per weight format, each with strict key accounting.
+
+Formats:
+- PULSE's pair `synthesis.pt` + `mapping.pt` (plain state dicts of StyleGAN v1, FFHQ 1024 px),
+  with PULSE's optional `gaussian_fit.pt` ({"mean", "std"}) beside them;
+- our own single file (`save_generator`): {"format", "config", "mapping", "synthesis",
+  "gaussian_fit", "meta"}, plain tensors and Python data, loadable with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from .stylegan import Generator, channels_at
+
+FORMAT = "idpulse.generator/v1"
+
+
+def torch_load(path: str | os.PathLike, what: str = "checkpoint"):
+    """`torch.load(weights_only=True)` on the CPU, with a one-line error for a bad file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} not found: {path} (give the path to an existing file)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and unpickler errors all mean "not a usable file"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"cannot read {what} {path}: {first[:200]}") from None
+
+
+def load_state_dict_strict(module: torch.nn.Module, state: dict, what: str) -> None:
+    """Loads `state` into `module`, naming missing, unexpected and mis-shaped keys on failure."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{what} is not a state dict of tensors")
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or shapes:
+        def show(keys):
+            return ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {show(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys: {show(unexpected)}")
+        if shapes:
+            k = shapes[0]
+            parts.append(f"shape mismatch at {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                         + (f" (+{len(shapes) - 1} more)" if len(shapes) > 1 else ""))
+        raise CheckpointError(f"{what} does not fit the generator: " + "; ".join(parts))
+    module.load_state_dict(state, strict=True)
+
+
+def infer_synthesis_config(state: dict) -> dict:
+    """Resolution, fmap_base and fmap_max from a PULSE-layout synthesis state dict."""
+    sizes = sorted({int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)x\1\.", k))})
+    if not sizes or sizes[0] != 4 or "torgb.weight" not in state:
+        raise CheckpointError("synthesis weights are not in PULSE's StyleGAN v1 layout "
+                              "(no blocks.4x4.* or torgb.weight keys)")
+    resolution = sizes[-1]
+    fmap_max = int(state["blocks.4x4.const"].shape[1])
+    fmap_base = fmap_max * 2 ** (len(sizes))  # every block at fmap_max unless a smaller one says otherwise
+    for size in sizes:
+        ch = int(state[f"blocks.{size}x{size}.epi1.noise.weight"].shape[0])
+        if ch < fmap_max:
+            fmap_base = ch * 2 ** (int(size).bit_length() - 2)  # ch = fmap_base / 2**(log2 - 1)
+            break
+    cfg = dict(resolution=resolution, fmap_base=fmap_base, fmap_max=fmap_max)
+    for size in sizes:  # the inferred config must reproduce every block's width
+        want = channels_at(int(size).bit_length() - 1, fmap_base, fmap_max)
+        got = int(state[f"blocks.{size}x{size}.epi1.noise.weight"].shape[0])
+        if want != got:
+            raise CheckpointError(f"synthesis weights have {got} channels at {size}px where "
+                                  f"fmap_base={fmap_base}, fmap_max={fmap_max} give {want}")
+    return cfg
+
+
+def _gaussian_fit_from(obj, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if not isinstance(obj, dict) or set(obj) != {"mean", "std"}:
+        raise CheckpointError(f"{what} must be a dict with exactly 'mean' and 'std'")
+    return obj["mean"].float(), obj["std"].float()
+
+
+def load_pulse_generator(synthesis: str | os.PathLike, mapping: str | os.PathLike | None = None,
+                         gaussian_fit: str | os.PathLike | None = None, *,
+                         fit_samples: int = 1_000_000, cache_fit: bool = True) -> Generator:
+    """PULSE's `synthesis.pt` (+ `mapping.pt`, + `gaussian_fit.pt`) -> a `Generator` on the CPU.
+
+    The Gaussian fit comes from `gaussian_fit` if given, else from `gaussian_fit.pt` beside the
+    synthesis file, else it is computed from the mapping network (and cached beside it when the
+    folder is writable). Without mapping weights or a fit the search cannot run, so that is an error.
+    """
+    synthesis = Path(synthesis)
+    syn_state = torch_load(synthesis, "synthesis weights")
+    if not isinstance(syn_state, dict):
+        raise CheckpointError(f"{synthesis} is not a state dict")
+    G = Generator(**infer_synthesis_config(syn_state))
+    load_state_dict_strict(G.synthesis, syn_state, f"synthesis weights {synthesis}")
+    if mapping is None and (synthesis.parent / "mapping.pt").is_file():
+        mapping = synthesis.parent / "mapping.pt"
+    if mapping is not None:
+        load_state_dict_strict(G.mapping, torch_load(mapping, "mapping weights"), f"mapping weights {mapping}")
+    fit_path = Path(gaussian_fit) if gaussian_fit is not None else synthesis.parent / "gaussian_fit.pt"
+    if fit_path.is_file() or gaussian_fit is not None:
+        G.set_gaussian_fit(*_gaussian_fit_from(torch_load(fit_path, "gaussian fit"), str(fit_path)))
+    elif mapping is not None:
+        G.fit_gaussian(fit_samples)
+        if cache_fit and os.access(fit_path.parent, os.W_OK):
+            atomic_save(G.gaussian_fit(), fit_path)
+    else:
+        raise CheckpointError(f"no mapping weights and no gaussian_fit.pt beside {synthesis}: "
+                              "give --generator.mapping or --generator.gaussian_fit")
+    return G.eval().requires_grad_(False)
+
+
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """torch.save to a temp file in the same folder, then os.replace: never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def generator_state(G: Generator, meta: dict | None = None) -> dict:
+    """Our checkpoint format as plain data (tensors, dicts, strings, numbers)."""
+    if not G.has_gaussian_fit:
+        raise ValueError("compute the gaussian fit (G.fit_gaussian()) before saving a generator")
+    return {
+        "format": FORMAT,
+        "config": dict(G.config),
+        "mapping": {k: v.detach().cpu().clone() for k, v in G.mapping.state_dict().items()},
+        "synthesis": {k: v.detach().cpu().clone() for k, v in G.synthesis.state_dict().items()},
+        "gaussian_fit": {k: v.cpu() for k, v in G.gaussian_fit().items()},
+        "meta": dict(meta or {}),
+    }
+
+
+def save_generator(G: Generator, path: str | os.PathLike, meta: dict | None = None) -> None:
+    atomic_save(generator_state(G, meta), path)
+
+
+def load_generator(path: str | os.PathLike) -> Generator:
+    """Our own single-file format -> a frozen `Generator` in eval mode on the CPU."""
+    ckpt = torch_load(path, "generator checkpoint")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an idpulse generator ({FORMAT}); for PULSE's weights "
+                              "give --generator.synthesis=synthesis.pt instead")
+    try:
+        G = Generator(**ckpt["config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path} has a bad generator config: {e}") from None
+    load_state_dict_strict(G.mapping, ckpt["mapping"], f"mapping weights in {path}")
+    load_state_dict_strict(G.synthesis, ckpt["synthesis"], f"synthesis weights in {path}")
+    G.set_gaussian_fit(*_gaussian_fit_from(ckpt["gaussian_fit"], f"gaussian fit in {path}"))
+    return G.eval().requires_grad_(False)

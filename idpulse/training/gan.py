@@ -1,0 +1,306 @@
+"""Training the StyleGAN v1 generator on aligned faces (non-saturating logistic loss, lazy R1,
+style mixing, EMA generator, DiffAugment), with exact resume from the run folder.
+
+`training_loop(cfg)` is the whole job; `scripts/train_generator.py` only parses and calls it.
+The run folder holds `state.pt` (everything needed to resume, written atomically), `config.yaml`,
+`run.yaml`, `samples/`, TensorBoard logs in `tb/`, and at the end `generator.pt`, the EMA
+generator with its Gaussian fit in the format `idpulse.generator.load_generator` reads.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import distributed as dist_utils
+from ..config import to_dict, write_run_info
+from ..errors import UserError
+from ..generator.stylegan import Generator
+from ..generator.weights import atomic_save, save_generator, torch_load
+from .augment import diff_augment
+from .discriminator import Discriminator
+
+
+@dataclass
+class GanModelConfig:
+    resolution: int = 64
+    fmap_base: int = 2048
+    fmap_max: int = 128
+    mapping_layers: int = 8
+
+
+@dataclass
+class GanTrainConfig:
+    run_dir: str = "runs/generator"
+    data: str = "celeba"  # celeba | utkface | a folder of aligned crops
+    data_root: str = ""  # default: $IDPULSE_SHARED/data/<data>
+    split: str = "train"  # CelebA partition(s): train, val, test, all
+    device: str = "auto"
+    seed: int = 0
+    generator: GanModelConfig = field(default_factory=GanModelConfig)
+    d_fmap_base: int = 2048
+    d_fmap_max: int = 128
+    batch: int = 32  # per rank
+    total_kimg: float = 300.0  # images shown to D, in thousands, over all ranks
+    lr: float = 0.002
+    beta2: float = 0.99
+    r1_gamma: float = 0.5
+    r1_every: int = 16
+    style_mixing: float = 0.5
+    ema_kimg: float = 10.0  # EMA half-life in thousands of images
+    augment: str = "color,translation,cutout"
+    xflip: bool = True
+    precision: str = "auto"  # fp32 | bf16 | auto (bf16 on CUDA, fp32 on CPU)
+    channels_last: bool = True  # CUDA only
+    threads: int = 0  # CPU threads (0: torch's default)
+    checkpoint_every: int = 200  # steps
+    sample_every: int = 500  # steps
+    log_every: int = 20  # steps
+    max_minutes: float = 0.0  # stop cleanly (with a checkpoint) after this long; 0 = no limit
+    gaussian_fit_samples: int = 1_000_000
+
+
+def _load_data(cfg: GanTrainConfig) -> torch.Tensor:
+    from ..data import CelebA, ImageFolder, UTKFace
+
+    size = cfg.generator.resolution
+    root = cfg.data_root or None
+    if cfg.data == "celeba":
+        ds = CelebA(root, split=tuple(cfg.split.split(",")), size=size)
+    elif cfg.data == "utkface":
+        ds = UTKFace(root, size=size)
+    else:
+        ds = ImageFolder(cfg.data, size=size)
+    if len(ds) == 0:
+        raise UserError(f"no training images found for data={cfg.data!r}")
+    return ds.load_uint8(progress=dist_utils.is_main())  # (N, 3, S, S) uint8
+
+
+def _batch(images: torch.Tensor, n: int, xflip: bool, device: torch.device) -> torch.Tensor:
+    idx = torch.randint(0, images.shape[0], (n,))
+    x = images[idx].to(device).float() / 127.5 - 1.0  # (n, 3, S, S) in [-1, 1]
+    if xflip:
+        flip = torch.rand(n, device=device) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x
+
+
+def _mixed_ws(G: Generator, z: torch.Tensor, p_mix: float) -> torch.Tensor:
+    """Style mixing: for a fraction p_mix of the batch, layers from a random cutoff use a second w."""
+    n = G.num_ws
+    w1 = G.mapping(z)  # (B, 512)
+    ws = w1[:, None].expand(-1, n, -1)
+    if p_mix > 0:
+        w2 = G.mapping(torch.randn_like(z))
+        cutoff = torch.randint(1, n, (z.shape[0],), device=z.device)
+        cutoff = torch.where(torch.rand(z.shape[0], device=z.device) < p_mix, cutoff, torch.full_like(cutoff, n))
+        use2 = torch.arange(n, device=z.device)[None, :] >= cutoff[:, None]  # (B, num_ws)
+        ws = torch.where(use2[..., None], w2[:, None].expand(-1, n, -1), ws)
+    return ws
+
+
+def _rng_state(device: torch.device) -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "numpy": np.random.get_state()[1].tolist(),
+        "python": repr(random.getstate()),
+    }
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+    np.random.seed(0)
+    st = np.random.get_state()
+    np.random.set_state((st[0], np.asarray(state["numpy"], dtype=np.uint32), *st[2:]))
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
+    """(N, 3, H, W) in [-1, 1] -> a PNG grid."""
+    from PIL import Image
+
+    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+    n, c, h, w = x.shape
+    rows = math.ceil(n / nrow)
+    grid = torch.zeros(c, rows * h, nrow * w, dtype=torch.uint8)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        grid[:, r * h:(r + 1) * h, col * w:(col + 1) * w] = x[i]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
+
+
+def training_loop(cfg: GanTrainConfig) -> Path:
+    """Trains (or resumes) in `cfg.run_dir`; returns the path of the exported `generator.pt`."""
+    from tqdm import tqdm
+
+    device = dist_utils.init(cfg.device)
+    rank, world = dist_utils.rank(), dist_utils.world_size()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    run = Path(cfg.run_dir)
+    state_path = run / "state.pt"
+    mcfg = dataclasses.asdict(cfg.generator)
+
+    torch.manual_seed(cfg.seed + rank)
+    np.random.seed(cfg.seed + rank)
+    random.seed(cfg.seed + rank)
+    G = Generator(**mcfg).to(device)
+    D = Discriminator(resolution=cfg.generator.resolution, fmap_base=cfg.d_fmap_base,
+                      fmap_max=cfg.d_fmap_max).to(device)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    mb_ratio = cfg.r1_every / (cfg.r1_every + 1)  # lazy regularisation rescales D's Adam
+    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.0, cfg.beta2), eps=1e-8)
+    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr * mb_ratio, betas=(0.0, cfg.beta2 ** mb_ratio), eps=1e-8)
+    step, shown, wall = 0, 0, 0.0
+    if state_path.is_file():
+        st = torch_load(state_path, "training state")
+        if st["config"]["generator"] != mcfg:
+            raise UserError(f"{state_path} was trained with generator {st['config']['generator']}, "
+                            f"not {mcfg}: use another --run_dir")
+        G.load_state_dict(st["G"])
+        D.load_state_dict(st["D"])
+        G_ema.load_state_dict(st["G_ema"])
+        opt_G.load_state_dict(st["opt_G"])
+        opt_D.load_state_dict(st["opt_D"])
+        step, shown, wall = st["step"], st["shown"], st["wall"]
+        _set_rng_state(st["rng"][rank] if rank < len(st["rng"]) else st["rng"][0], device)
+        if rank == 0:
+            print(f"resuming {run} at step {step} ({shown / 1000:.1f} kimg)")
+    if device.type == "cuda" and cfg.channels_last:
+        G.to(memory_format=torch.channels_last)
+        D.to(memory_format=torch.channels_last)
+    G_ddp, D_ddp = G, D
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        kw = dict(device_ids=[device.index]) if device.type == "cuda" else {}
+        G_ddp, D_ddp = DDP(G, **kw), DDP(D, **kw)  # noqa: F841 (D_ddp used below)
+
+    images = _load_data(cfg)
+    writer = None
+    if rank == 0:
+        write_run_info(run, cfg, {"images": int(images.shape[0]), "world_size": world, "device": str(device)})
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run / "tb"))
+    fixed_z = torch.randn(64, G.w_dim, generator=torch.Generator().manual_seed(123)).to(device)
+    total = int(cfg.total_kimg * 1000)
+    batch = cfg.batch
+    ema_beta = 0.5 ** (batch * world / max(cfg.ema_kimg * 1000, 1e-8))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+    def D_logits(x):
+        with autocast:
+            return D_ddp(diff_augment(x, cfg.augment) if cfg.augment else x).float()
+
+    def save_state():
+        st = {"G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
+              "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
+              "step": step, "shown": shown, "wall": wall, "config": to_dict(cfg)}
+        rngs = [_rng_state(device)]
+        if world > 1:
+            rngs = [None] * world
+            torch.distributed.all_gather_object(rngs, _rng_state(device))
+        st["rng"] = rngs
+        if rank == 0:
+            atomic_save(st, state_path)
+
+    t_start = time.time()
+    bar = tqdm(total=total, initial=min(shown, total), unit="img", unit_scale=True, desc="train G",
+               disable=rank != 0, dynamic_ncols=True)
+    stopped_early = False
+    while shown < total:
+        t0 = time.time()
+        # --- D step: softplus(D(fake)) + softplus(-D(real)) [+ lazy R1 on the reals] ---
+        G.requires_grad_(False)
+        D.requires_grad_(True)
+        with torch.no_grad(), autocast:
+            fake = G.synthesis(_mixed_ws(G, torch.randn(batch, G.w_dim, device=device), cfg.style_mixing))
+        real = _batch(images, batch, cfg.xflip, device)
+        do_r1 = cfg.r1_gamma > 0 and step % cfg.r1_every == 0
+        real.requires_grad_(do_r1)
+        logit_r, logit_f = D_logits(real), D_logits(fake.float())
+        loss_D = F.softplus(logit_f).mean() + F.softplus(-logit_r).mean()
+        r1 = torch.zeros((), device=device)
+        if do_r1:
+            (grad,) = torch.autograd.grad(logit_r.sum(), real, create_graph=True)
+            r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean()
+            loss_D = loss_D + r1 * (cfg.r1_gamma / 2) * cfg.r1_every
+        opt_D.zero_grad(set_to_none=True)
+        loss_D.backward()
+        opt_D.step()
+        # --- G step: softplus(-D(G(z))) ---
+        G.requires_grad_(True)
+        D.requires_grad_(False)
+        z = torch.randn(batch, G.w_dim, device=device)
+        with autocast:
+            ws = _mixed_ws(G_ddp.module if world > 1 else G, z, cfg.style_mixing)
+            fake = G.synthesis(ws)
+        loss_G = F.softplus(-D_logits(fake.float())).mean()
+        opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        if world > 1:  # G's forward ran outside DDP, so average its gradients by hand
+            for p in G.parameters():
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= world
+        opt_G.step()
+        with torch.no_grad():
+            for pe, p in zip(G_ema.parameters(), G.parameters()):
+                pe.lerp_(p, 1 - ema_beta)
+        step += 1
+        shown += batch * world
+        wall += time.time() - t0
+        bar.update(batch * world)
+        if rank == 0 and step % cfg.log_every == 0:
+            writer.add_scalar("loss/D", loss_D.item(), shown)
+            writer.add_scalar("loss/G", loss_G.item(), shown)
+            writer.add_scalar("loss/r1", r1.item(), shown)
+            writer.add_scalar("logits/real", logit_r.mean().item(), shown)
+            writer.add_scalar("logits/fake", logit_f.mean().item(), shown)
+            bar.set_postfix(D=f"{loss_D.item():.3f}", G=f"{loss_G.item():.3f}")
+        if rank == 0 and (step % cfg.sample_every == 0 or shown >= total):
+            with torch.no_grad():
+                samples = G_ema(fixed_z)
+            save_grid(samples, run / "samples" / f"{shown // 1000:06d}kimg.png", nrow=8)
+            writer.add_images("samples", (samples[:16].clamp(-1, 1) + 1) / 2, shown)
+        timed_out = cfg.max_minutes > 0 and time.time() - t_start > cfg.max_minutes * 60
+        if step % cfg.checkpoint_every == 0 or shown >= total or timed_out:
+            save_state()
+        if timed_out and shown < total:
+            stopped_early = True
+            break
+    bar.close()
+    if not (state_path.is_file()) and rank == 0:
+        save_state()
+    out = run / "generator.pt"
+    if rank == 0 and not stopped_early:
+        G_ema.cpu().fit_gaussian(cfg.gaussian_fit_samples)
+        save_generator(G_ema, out, meta={"kimg": shown / 1000, "steps": step, "train_seconds": wall,
+                                         "data": cfg.data, "split": cfg.split, "device": str(device),
+                                         "world_size": world, "images": int(images.shape[0])})
+        print(f"saved {out} ({shown / 1000:.1f} kimg, {wall / 60:.1f} min of training)")
+    elif rank == 0:
+        print(f"stopped after {cfg.max_minutes} min at {shown / 1000:.1f} kimg; run again to resume")
+    if writer is not None:
+        writer.close()
+    dist_utils.barrier()
+    dist_utils.shutdown()
+    return out
