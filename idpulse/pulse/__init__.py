@@ -1,0 +1,9 @@
+"""The PULSE search: latent parametrisation, spherical optimiser, GEOCROSS, bicubic DS (Eq. 1-3)."""
+
+from .downsample import BicubicDownsample, downscale
+from .losses import downscale_loss, geocross
+from .optim import SphericalOptimizer, lr_lambda
+from .search import LossTerm, PulseInit, PulseResult, pulse_search
+
+__all__ = ["BicubicDownsample", "LossTerm", "PulseInit", "PulseResult", "SphericalOptimizer", "downscale",
+           "downscale_loss", "geocross", "lr_lambda", "pulse_search"]
