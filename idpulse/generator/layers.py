@@ -50,7 +50,8 @@ class EqualConv2d(nn.Module):
 
     Upsampling follows StyleGAN v1: nearest 2x then a 3x3 conv while the output is below
     128 px, and from 128 px up the fused transposed conv whose 4x4 kernel is the 3x3 kernel
-    summed over its four shifts (which equals nearest-upsample + conv, up to border effects).
+    summed over its four shifts: away from the border this is nearest-upsample + conv with the
+    kernel flipped (conv_transpose's convention), exactly as PULSE's port computes it.
     """
 
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int, *, gain: float = SQRT2,

@@ -1,0 +1,65 @@
+from dataclasses import dataclass, field
+
+import pytest
+
+from idpulse.config import ConfigError, load_config, parse_overrides, to_dict, write_run_info
+
+
+@dataclass
+class Inner:
+    steps: int = 100
+    eps: float = 2e-3
+    layers: list[int] = field(default_factory=lambda: [-1])
+    name: str = "adam"
+
+
+@dataclass
+class Outer:
+    device: str = "cpu"
+    inner: Inner = field(default_factory=Inner)
+    flag: bool = False
+
+
+def test_yaml_and_overrides(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("device: cuda\ninner:\n  steps: 50\n  eps: 5e-3\n")
+    cfg = load_config(Outer, p, ["--inner.steps=200", "--flag=true", "--inner.layers=7"])
+    assert cfg.device == "cuda" and cfg.inner.steps == 200 and cfg.inner.eps == 5e-3
+    assert cfg.flag is True and cfg.inner.layers == [7] and cfg.inner.name == "adam"
+
+
+def test_unknown_key_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="inner.stepz"):
+        load_config(Outer, None, ["--inner.stepz=3"])
+    p = tmp_path / "c.yaml"
+    p.write_text("devize: cpu\n")
+    with pytest.raises(ConfigError, match="devize"):
+        load_config(Outer, p)
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match="inner.steps"):
+        load_config(Outer, None, ["--inner.steps=many"])
+    with pytest.raises(ConfigError, match="flag"):
+        load_config(Outer, None, {"flag": 3})
+    with pytest.raises(ConfigError, match="inner.steps"):
+        load_config(Outer, None, {"inner": {"steps": 1.5}})
+
+
+def test_int_is_accepted_as_float():
+    assert load_config(Outer, None, ["--inner.eps=1"]).inner.eps == 1.0
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ConfigError):
+        parse_overrides(["inner.steps=3"])
+    with pytest.raises(ConfigError):
+        parse_overrides(["--inner.steps"])
+
+
+def test_run_info_round_trips(tmp_path):
+    cfg = load_config(Outer, None, ["--inner.steps=7"])
+    write_run_info(tmp_path, cfg, {"note": "x"})
+    again = load_config(Outer, tmp_path / "config.yaml")
+    assert to_dict(again) == to_dict(cfg)
+    assert "git_commit" in (tmp_path / "run.yaml").read_text()
