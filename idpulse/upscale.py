@@ -1,0 +1,271 @@
+"""The upscaling job behind `scripts/upscale.py`: inputs -> thumbnails -> PULSE search -> files.
+
+Per input `X.png` it writes into `<out>/X/`: `thumbnail.png` (what was matched), one
+`seed<k>.png` per seed, `grid.png` (thumbnail, bicubic, results) and `result.json` (final
+losses and success per seed); `<out>/config.yaml` and `<out>/run.yaml` record the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import ConfigError, write_run_info
+from .distributed import resolve_device
+from .errors import UserError
+from .generator.stylegan import Generator
+from .generator.weights import load_generator, load_pulse_generator
+from .imageio import IMAGE_EXTS, center_crop_square, load_rgb, make_grid, pil_to_tensor, save_png
+from .pulse import PulseResult, downscale, pulse_search
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class GeneratorConfig:
+    checkpoint: str = "checkpoints/generator.pt"  # idpulse format (relative: cwd, then the repo)
+    synthesis: str = ""  # PULSE's synthesis.pt: used instead of `checkpoint` when given
+    mapping: str = ""  # PULSE's mapping.pt (default: beside synthesis.pt)
+    gaussian_fit: str = ""  # PULSE's gaussian_fit.pt (default: beside synthesis.pt, else computed)
+    random_init: bool = False  # an untrained generator of the size below (for trying the pipeline)
+    resolution: int = 64
+    fmap_base: int = 512
+    fmap_max: int = 256
+    fit_samples: int = 1_000_000  # samples of the Gaussian fit when it must be computed
+
+
+@dataclass
+class PulseConfig:
+    """Keyword arguments of `idpulse.pulse.pulse_search` (PULSE's defaults)."""
+
+    num_seeds: int = 4
+    seed: int = 0
+    steps: int = 100
+    eps: float = 2e-3
+    learning_rate: float = 0.4
+    lr_schedule: str = "linear1cycledrop"
+    optimizer: str = "adam"
+    loss: str = "L2"
+    ds_weight: float = 100.0
+    geocross_weight: float = 0.05
+    noise_type: str = "trainable"
+    num_trainable_noise_layers: int = 5
+    bad_noise_layers: list[int] = field(default_factory=lambda: [-1])
+    tile_latent: bool = False
+    save_every: int = 0
+
+
+@dataclass
+class InputConfig:
+    thumbnail_size: int = 8  # inputs are matched at this size (it must divide the generator's)
+    photo_min_side: int = 48  # an input at least this large on both sides is a photo to align
+    min_thumbnail_side: int = 4  # smaller inputs are refused
+    min_face_prob: float = 0.9
+
+
+@dataclass
+class UpscaleConfig:
+    device: str = "cpu"  # cpu, cuda, cuda:N or auto
+    out: str = "out"
+    batch_images: int = 8  # thumbnails searched together (times num_seeds rows)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    pulse: PulseConfig = field(default_factory=PulseConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+
+
+def _resolve(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() or p.exists() else ROOT / p
+
+
+def build_generator(cfg: GeneratorConfig, device: torch.device) -> Generator:
+    """The generator the config names, frozen, in eval mode, on `device`."""
+    if cfg.random_init:
+        torch.manual_seed(0)
+        G = Generator(resolution=cfg.resolution, fmap_base=cfg.fmap_base, fmap_max=cfg.fmap_max)
+        G.fit_gaussian(cfg.fit_samples)
+    elif cfg.synthesis:
+        G = load_pulse_generator(_resolve(cfg.synthesis), _resolve(cfg.mapping) if cfg.mapping else None,
+                                 _resolve(cfg.gaussian_fit) if cfg.gaussian_fit else None,
+                                 fit_samples=cfg.fit_samples)
+    else:
+        path = _resolve(cfg.checkpoint)
+        if not path.is_file():
+            raise UserError(f"no generator checkpoint at {cfg.checkpoint}: give --generator.checkpoint=FILE, "
+                            "PULSE's weights with --generator.synthesis=synthesis.pt, or "
+                            "--generator.random_init=true to try the pipeline untrained")
+        G = load_generator(path)
+    return G.to(device).eval().requires_grad_(False)
+
+
+@dataclass
+class Thumbnail:
+    name: str
+    source: Path
+    image: torch.Tensor  # (3, s, s) in [0, 1]
+    kind: str  # "thumbnail" or "photo"
+    notes: list[str]  # warnings: conversions, crops and resizes that were made
+    info: str = ""
+
+
+def prepare_input(path: Path, cfg: InputConfig, resolution: int, detector=None) -> Thumbnail:
+    """A file -> the thumbnail to match. Small images are thumbnails (centre-cropped to a square
+    and resized to `thumbnail_size` when they are not already); images at least `photo_min_side`
+    on both sides are face photos, aligned with MTCNN at the generator's resolution and then
+    downscaled with PULSE's bicubic."""
+    im, notes = load_rgb(path)
+    s = cfg.thumbnail_size
+    if min(im.size) < cfg.min_thumbnail_side:
+        raise UserError(f"{path}: {im.width}x{im.height} px is too small to upscale "
+                        f"(a thumbnail needs at least {cfg.min_thumbnail_side}x{cfg.min_thumbnail_side})")
+    if min(im.size) >= cfg.photo_min_side:
+        from .align import FaceDetector, align_face
+
+        detector = detector or FaceDetector(min_prob=cfg.min_face_prob)
+        lm = detector.landmarks(im)
+        if lm is None:
+            raise UserError(f"{path}: no face found (MTCNN probability < {cfg.min_face_prob}); give a photo "
+                            f"with a clear frontal face or an already cropped {s}x{s} thumbnail")
+        aligned = align_face(im, lm, resolution)  # (3, R, R)
+        info = f"{im.width}x{im.height} photo: face aligned to {resolution} px, downscaled to {s} px"
+        return Thumbnail(path.stem, path, downscale(aligned[None], s)[0].clamp(0, 1), "photo", notes, info)
+    if im.width != im.height:
+        im = center_crop_square(im)
+        notes.append(f"not square: centre-cropped to {im.width}x{im.height}")
+    if im.width != s:
+        from PIL import Image
+
+        notes.append(f"{im.width}x{im.width} px resized to the thumbnail size {s}x{s}")
+        im = im.resize((s, s), Image.BICUBIC if im.width < s else Image.BOX)
+    return Thumbnail(path.stem, path, pil_to_tensor(im), "thumbnail", notes)
+
+
+def list_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Files named, and the image files inside folders named; plus notes on what was skipped."""
+    files, notes = [], []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.is_file() and not q.name.startswith("."))
+            imgs = [q for q in found if q.suffix.lower() in IMAGE_EXTS]
+            if len(imgs) < len(found):
+                notes.append(f"{p}: skipped {len(found) - len(imgs)} file(s) without an image extension")
+            files.extend(imgs)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise UserError(f"{p}: no such file or folder")
+    if not files:
+        raise UserError(f"no image files in {', '.join(inputs)} (PNG or JPEG expected)")
+    return files, notes
+
+
+def _write_json(obj, path: Path) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def save_results(thumbs: list[Thumbnail], res: PulseResult, out: Path, resolution: int, seeds: list[int]) -> list[dict]:
+    """Writes each thumbnail's images, grid and result.json; returns the JSON records."""
+    records = []
+    for i, th in enumerate(thumbs):
+        folder = out / th.name
+        folder.mkdir(parents=True, exist_ok=True)
+        save_png(th.image, folder / "thumbnail.png")
+        up_nearest = torch.nn.functional.interpolate(th.image[None], size=resolution, mode="nearest")[0]
+        up_bicubic = torch.nn.functional.interpolate(th.image[None], size=resolution, mode="bicubic",
+                                                     align_corners=False)[0].clamp(0, 1)
+        per_seed, tiles, labels = [], [up_nearest, up_bicubic], ["input", "bicubic"]
+        for k, seed in enumerate(seeds):
+            fname = f"seed{seed}.png"
+            save_png(res.images[i, k], folder / fname)
+            ok = bool(res.success[i, k])
+            per_seed.append({"seed": seed, "file": fname, "success": ok,
+                             "ds_loss": float(res.ds_loss[i, k]), "geocross": float(res.geocross[i, k]),
+                             "total": float(res.total[i, k]), "best_step": int(res.best_step[i, k]),
+                             **{f"{n}_loss": float(v[i, k]) for n, v in res.extra.items()}})
+            tiles.append(res.images[i, k])
+            labels.append(f"s{seed} {'ok' if ok else 'x'}")
+        make_grid(tiles, labels).save(folder / "grid.png")
+        rec = {"input": str(th.source), "kind": th.kind, "notes": th.notes + ([th.info] if th.info else []),
+               "success": bool(res.image_success[i]),
+               "best_seed": seeds[int(res.best_seed()[i])], "eps": res.eps, "results": per_seed}
+        _write_json(rec, folder / "result.json")
+        records.append(rec)
+    return records
+
+
+def _unique_names(thumbs: list[Thumbnail], taken: set[str]) -> None:
+    for th in thumbs:
+        base, n = th.name, 1
+        while th.name in taken:
+            n += 1
+            th.name = f"{base}_{n}"
+        taken.add(th.name)
+
+
+def run_upscale(cfg: UpscaleConfig, inputs: list[str], *, progress: bool = True) -> int:
+    """The whole job; returns the exit code (0 all matched inputs processed, 1 some failed)."""
+    from tqdm import tqdm
+
+    def say(msg: str) -> None:
+        tqdm.write(msg, file=sys.stderr)
+
+    files, notes = list_inputs(inputs)
+    for n in notes:
+        say(f"note: {n}")
+    device = resolve_device(cfg.device)
+    G = build_generator(cfg.generator, device)
+    if G.resolution % cfg.input.thumbnail_size:
+        raise ConfigError(f"input.thumbnail_size {cfg.input.thumbnail_size} does not divide the generator's "
+                          f"{G.resolution} px: use a power of two up to {G.resolution // 2}")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_run_info(out, cfg, {"inputs": [str(f) for f in files], "generator_resolution": G.resolution,
+                              "device": str(device)})
+    detector = None
+    thumbs, failed = [], []
+    for f in files:
+        try:
+            if detector is None and f.suffix.lower() in IMAGE_EXTS:
+                from .align import FaceDetector
+
+                detector = FaceDetector(min_prob=cfg.input.min_face_prob)
+            th = prepare_input(f, cfg.input, G.resolution, detector)
+        except UserError as e:
+            failed.append(str(f))
+            say(f"error: {e}")
+            continue
+        for n in th.notes:
+            say(f"warning: {f}: {n}")
+        if th.info:
+            say(f"note: {f}: {th.info}")
+        thumbs.append(th)
+    _unique_names(thumbs, set())
+    pkw = dataclasses.asdict(cfg.pulse)
+    seeds = [cfg.pulse.seed + k for k in range(cfg.pulse.num_seeds)]
+    summary, t0 = [], time.time()
+    chunks = [thumbs[i:i + cfg.batch_images] for i in range(0, len(thumbs), max(cfg.batch_images, 1))]
+    for ci, chunk in enumerate(chunks):
+        if progress and len(chunks) > 1:
+            say(f"batch {ci + 1}/{len(chunks)}: {', '.join(t.name for t in chunk)}")
+        batch = torch.stack([t.image for t in chunk])
+        res = pulse_search(G, batch, progress=progress, **pkw)
+        for rec in save_results(chunk, res, out, G.resolution, seeds):
+            summary.append({"input": rec["input"], "success": rec["success"], "best_seed": rec["best_seed"],
+                            "ds_loss": min(r["ds_loss"] for r in rec["results"])})
+            say(f"{'matched' if rec['success'] else 'NOT matched'} within eps {cfg.pulse.eps:g}: "
+                f"{rec['input']} -> {out / Path(rec['input']).stem}")
+    _write_json({"seconds": time.time() - t0, "images": summary, "failed_inputs": failed}, out / "summary.json")
+    if failed:
+        say(f"error: {len(failed)} of {len(files)} input(s) could not be used; the others were written to {out}")
+        return 1
+    return 0

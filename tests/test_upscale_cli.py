@@ -1,0 +1,130 @@
+"""The upscale command as a user meets it: bad inputs give one line and a non-zero exit."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["--generator.random_init=true", "--generator.resolution=16", "--generator.fmap_base=64",
+        "--generator.fmap_max=32", "--generator.fit_samples=2000", "--input.thumbnail_size=4",
+        "--steps", "3", "--seeds", "2", "--quiet"]
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "upscale.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def thumb(path, size=(4, 4), mode="RGB"):
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 255, (size[1], size[0], len(mode)), dtype=np.uint8)
+    Image.fromarray(a.squeeze(-1) if mode == "L" else a, mode).save(path)
+    return path
+
+
+def one_line_error(r):
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("error:")]
+    assert lines, r.stderr
+    assert "Traceback" not in r.stderr
+    return lines
+
+
+def test_help_explains_every_flag():
+    r = run("--help")
+    assert r.returncode == 0
+    for flag in ("--seeds", "--steps", "--eps", "--out", "--config", "--device"):
+        assert flag in r.stdout
+
+
+def test_thumbnail_end_to_end(tmp_path):
+    out = tmp_path / "out"
+    r = run(thumb(tmp_path / "a.png"), "--out", out, *FAST)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((out / "a" / "result.json").read_text())
+    assert [x["seed"] for x in rec["results"]] == [0, 1]
+    assert all(x["ds_loss"] >= 0 and isinstance(x["success"], bool) for x in rec["results"])
+    for f in ("seed0.png", "seed1.png", "grid.png", "thumbnail.png"):
+        assert (out / "a" / f).is_file()
+    assert Image.open(out / "a" / "seed0.png").size == (16, 16)
+    assert "steps: 3" in (out / "config.yaml").read_text()
+    assert "git_commit" in (out / "run.yaml").read_text()
+
+
+def test_rgba_grayscale_and_odd_sizes_are_converted_with_warnings(tmp_path):
+    out = tmp_path / "out"
+    files = [thumb(tmp_path / "rgba.png", mode="RGBA"), thumb(tmp_path / "gray.png", mode="L"),
+             thumb(tmp_path / "wide.png", size=(6, 4)), thumb(tmp_path / "big.png", size=(12, 12))]
+    r = run(*files, "--out", out, *FAST)
+    assert r.returncode == 0, r.stderr
+    assert "RGBA image: transparency composited over white" in r.stderr
+    assert "L image converted to RGB" in r.stderr
+    assert "centre-cropped" in r.stderr and "resized" in r.stderr
+    for f in files:
+        assert Image.open(out / f.stem / "thumbnail.png").size == (4, 4)
+
+
+@pytest.mark.parametrize("content,expect", [(b"hello, not an image\n", "not an image"),
+                                            (None, "corrupt")])
+def test_bad_files(tmp_path, content, expect):
+    bad = tmp_path / "bad.png"
+    if content is None:  # a real PNG cut short
+        thumb(tmp_path / "ok.png", size=(40, 40))
+        bad.write_bytes((tmp_path / "ok.png").read_bytes()[:60])
+    else:
+        bad.write_bytes(content)
+    r = run(bad, "--out", tmp_path / "out", *FAST)
+    assert r.returncode != 0
+    assert expect in one_line_error(r)[0]
+
+
+def test_text_file_and_tiny_image(tmp_path):
+    txt = tmp_path / "notes.txt"
+    txt.write_text("not an image")
+    r = run(txt, "--out", tmp_path / "o1", *FAST)
+    assert r.returncode != 0 and "not an image" in one_line_error(r)[0]
+    r = run(thumb(tmp_path / "dot.png", size=(1, 1)), "--out", tmp_path / "o2", *FAST)
+    assert r.returncode != 0 and "too small" in one_line_error(r)[0]
+
+
+def test_folder_with_one_bad_file_keeps_the_good_ones(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    thumb(d / "good1.png")
+    thumb(d / "good2.png")
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    (d / "readme.txt").write_text("skip me")
+    out = tmp_path / "out"
+    r = run(d, "--out", out, *FAST)
+    assert r.returncode == 1
+    assert "broken.jpg" in one_line_error(r)[0]
+    assert (out / "good1" / "result.json").is_file() and (out / "good2" / "result.json").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["failed_inputs"] == [str(d / "broken.jpg")] and len(summary["images"]) == 2
+
+
+def test_photo_without_face(tmp_path):
+    flat = tmp_path / "wall.png"
+    Image.new("RGB", (120, 120), (128, 128, 128)).save(flat)
+    r = run(flat, "--out", tmp_path / "out", *FAST)
+    assert r.returncode != 0 and "no face found" in one_line_error(r)[0]
+
+
+def test_config_and_checkpoint_errors(tmp_path):
+    t = thumb(tmp_path / "a.png")
+    r = run(t, "--pulse.stepz=3", *FAST)
+    assert r.returncode == 2 and "pulse.stepz" in one_line_error(r)[0]
+    r = run(t, "--steps", "3", "--generator.checkpoint=" + str(tmp_path / "none.pt"), "--out", tmp_path / "o")
+    assert r.returncode == 2 and "no generator checkpoint" in one_line_error(r)[0]
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"junk")
+    r = run(t, "--steps", "3", f"--generator.checkpoint={junk}", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "cannot read" in one_line_error(r)[0]
+    r = run(t, *FAST, "--input.thumbnail_size=3", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "does not divide" in one_line_error(r)[0]
+    r = run(tmp_path / "missing.png", *FAST)
+    assert r.returncode == 2 and "no such file" in one_line_error(r)[0]
