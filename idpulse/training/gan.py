@@ -200,7 +200,11 @@ def training_loop(cfg: GanTrainConfig) -> Path:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run / "tb"))
-    fixed_z = torch.randn(64, G.w_dim, generator=torch.Generator().manual_seed(123)).to(device)
+    # Sample grids use their own fixed z and noise: comparable over time, and they leave the
+    # global RNG (which drives training) untouched, so resumed runs stay exact.
+    g = torch.Generator().manual_seed(123)
+    fixed_z = torch.randn(64, G.w_dim, generator=g).to(device)
+    fixed_noise = [torch.randn(sh, generator=g).to(device) for sh in G.synthesis.noise_shapes(64)]
     total = int(cfg.total_kimg * 1000)
     batch = cfg.batch
     ema_beta = 0.5 ** (batch * world / max(cfg.ema_kimg * 1000, 1e-8))
@@ -278,7 +282,7 @@ def training_loop(cfg: GanTrainConfig) -> Path:
             bar.set_postfix(D=f"{loss_D.item():.3f}", G=f"{loss_G.item():.3f}")
         if rank == 0 and (step % cfg.sample_every == 0 or shown >= total):
             with torch.no_grad():
-                samples = G_ema(fixed_z)
+                samples = G_ema(fixed_z, fixed_noise)
             save_grid(samples, run / "samples" / f"{shown // 1000:06d}kimg.png", nrow=8)
             writer.add_images("samples", (samples[:16].clamp(-1, 1) + 1) / 2, shown)
         timed_out = cfg.max_minutes > 0 and time.time() - t_start > cfg.max_minutes * 60
