@@ -56,3 +56,29 @@ def resolve_device(device: str) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {device!r} asked for, but no CUDA GPU is available: use --device=cpu")
     return dev
+
+
+def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
+    """Makes every rank's parameters and buffers equal to rank `src`'s."""
+    if world_size() > 1:
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, src)
+
+
+def average_gradients(module: torch.nn.Module) -> None:
+    """Data parallelism by hand (as NVlabs' stylegan3 does): the mean of every rank's gradients.
+
+    Used instead of the DDP wrapper where a step needs double backward (R1) or runs a network
+    frozen, which DDP's reducer does not support."""
+    n = world_size()
+    if n == 1:
+        return
+    grads = [p.grad for p in module.parameters() if p.grad is not None]
+    if grads:
+        flat = torch.cat([g.flatten() for g in grads])
+        dist.all_reduce(flat)
+        flat /= n
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()

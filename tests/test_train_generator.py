@@ -69,3 +69,17 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     for k in sa["D"]:
         assert torch.equal(sa["D"][k], sb["D"][k]), k
     assert sa["step"] == sb["step"] == steps
+
+
+def test_torchrun_two_ranks_on_cpu(tmp_path):
+    data = _faces(tmp_path / "faces")
+    run = tmp_path / "ddp"
+    args = _args(data, run, 6)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", *args[1:]]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    st = torch.load(run / "state.pt", weights_only=True)
+    assert len(st["rng"]) == 2 and not torch.equal(st["rng"][0]["torch"], st["rng"][1]["torch"])
+    assert st["shown"] == 6 * 4 and st["step"] == 3  # total_kimg counts both ranks' images
+    assert "world_size: 2" in (run / "run.yaml").read_text()
+    load_generator(run / "generator.pt")

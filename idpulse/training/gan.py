@@ -186,12 +186,9 @@ def training_loop(cfg: GanTrainConfig) -> Path:
     if device.type == "cuda" and cfg.channels_last:
         G.to(memory_format=torch.channels_last)
         D.to(memory_format=torch.channels_last)
-    G_ddp, D_ddp = G, D
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        kw = dict(device_ids=[device.index]) if device.type == "cuda" else {}
-        G_ddp, D_ddp = DDP(G, **kw), DDP(D, **kw)  # noqa: F841 (D_ddp used below)
+    if world > 1:  # one set of weights on every rank (ranks seed their own noise and data draws)
+        for m in (G, D, G_ema):
+            dist_utils.broadcast_module(m)
 
     images = _load_data(cfg)
     writer = None
@@ -212,7 +209,7 @@ def training_loop(cfg: GanTrainConfig) -> Path:
 
     def D_logits(x):
         with autocast:
-            return D_ddp(diff_augment(x, cfg.augment) if cfg.augment else x).float()
+            return D(diff_augment(x, cfg.augment) if cfg.augment else x).float()
 
     def save_state():
         st = {"G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
@@ -249,22 +246,19 @@ def training_loop(cfg: GanTrainConfig) -> Path:
             loss_D = loss_D + r1 * (cfg.r1_gamma / 2) * cfg.r1_every
         opt_D.zero_grad(set_to_none=True)
         loss_D.backward()
+        dist_utils.average_gradients(D)
         opt_D.step()
         # --- G step: softplus(-D(G(z))) ---
         G.requires_grad_(True)
         D.requires_grad_(False)
         z = torch.randn(batch, G.w_dim, device=device)
         with autocast:
-            ws = _mixed_ws(G_ddp.module if world > 1 else G, z, cfg.style_mixing)
+            ws = _mixed_ws(G, z, cfg.style_mixing)
             fake = G.synthesis(ws)
         loss_G = F.softplus(-D_logits(fake.float())).mean()
         opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
-        if world > 1:  # G's forward ran outside DDP, so average its gradients by hand
-            for p in G.parameters():
-                if p.grad is not None:
-                    torch.distributed.all_reduce(p.grad)
-                    p.grad /= world
+        dist_utils.average_gradients(G)
         opt_G.step()
         with torch.no_grad():
             for pe, p in zip(G_ema.parameters(), G.parameters()):
@@ -286,6 +280,10 @@ def training_loop(cfg: GanTrainConfig) -> Path:
             save_grid(samples, run / "samples" / f"{shown // 1000:06d}kimg.png", nrow=8)
             writer.add_images("samples", (samples[:16].clamp(-1, 1) + 1) / 2, shown)
         timed_out = cfg.max_minutes > 0 and time.time() - t_start > cfg.max_minutes * 60
+        if world > 1 and cfg.max_minutes > 0:  # rank 0 decides, so all ranks stop at the same step
+            flag = torch.tensor([float(timed_out)], device=device)
+            torch.distributed.broadcast(flag, 0)
+            timed_out = bool(flag.item())
         if step % cfg.checkpoint_every == 0 or shown >= total or timed_out:
             save_state()
         if timed_out and shown < total:
