@@ -1,8 +1,9 @@
 """The upscaling job behind `scripts/upscale.py`: inputs -> thumbnails -> PULSE search -> files.
 
 Per input `X.png` it writes into `<out>/X/`: `thumbnail.png` (what was matched), one
-`seed<k>.png` per seed, `grid.png` (thumbnail, bicubic, results) and `result.json` (final
-losses and success per seed); `<out>/config.yaml` and `<out>/run.yaml` record the run.
+`seed<k>.png` per seed, `grid.png` (thumbnail, bicubic, results), `result.json` (final
+losses and success per seed) and, with `pulse.save_every > 0`, `frames.png` (the search's
+steps); `<out>/config.yaml` and `<out>/run.yaml` record the run.
 """
 
 from __future__ import annotations
@@ -195,6 +196,10 @@ def save_results(thumbs: list[Thumbnail], res: PulseResult, out: Path, resolutio
             tiles.append(res.images[i, k])
             labels.append(f"s{seed} {'ok' if ok else 'x'}")
         make_grid(tiles, labels).save(folder / "grid.png")
+        if res.frames:  # one row per seed, one column per saved step
+            frames = [f[i, k] for k in range(len(seeds)) for _, f in res.frames]
+            make_grid(frames, [f"step {s}" for _ in seeds for s, _ in res.frames], ncol=len(res.frames)).save(
+                folder / "frames.png")
         rec = {"input": str(th.source), "kind": th.kind, "notes": th.notes + ([th.info] if th.info else []),
                "success": bool(res.image_success[i]),
                "best_seed": seeds[int(res.best_seed()[i])], "eps": res.eps, "results": per_seed}

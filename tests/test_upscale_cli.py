@@ -43,8 +43,9 @@ def test_help_explains_every_flag():
 
 def test_thumbnail_end_to_end(tmp_path):
     out = tmp_path / "out"
-    r = run(thumb(tmp_path / "a.png"), "--out", out, *FAST)
+    r = run(thumb(tmp_path / "a.png"), "--out", out, *FAST, "--pulse.save_every=1")
     assert r.returncode == 0, r.stderr
+    assert Image.open(out / "a" / "frames.png").width > 3 * 16  # 3 steps side by side
     rec = json.loads((out / "a" / "result.json").read_text())
     assert [x["seed"] for x in rec["results"]] == [0, 1]
     assert all(x["ds_loss"] >= 0 and isinstance(x["success"], bool) for x in rec["results"])

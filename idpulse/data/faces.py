@@ -19,6 +19,7 @@ from PIL import Image
 from ..errors import UserError
 
 UTKFACE_RACES = ["White", "Black", "Asian", "Indian", "Others"]
+FAIRFACE_RACES = ["White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern"]
 CELEBA_ATTRIBUTES = (
     "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "
     "Blond_Hair Blurry Brown_Hair Bushy_Eyebrows Chubby Double_Chin Eyeglasses Goatee Gray_Hair Heavy_Makeup "
@@ -175,6 +176,24 @@ def UTKFace(root: str | Path | None = None, *, size: int = 0) -> FaceDataset:
         race.append(int(bits[2]))
     return FaceDataset(files=files, size=size, labels={"age": age, "gender": gender, "race": race},
                        landmarks=[lms.get(p.name) for p in files])
+
+
+def FairFace(root: str | Path, *, split: str = "train", size: int = 0) -> FaceDataset:
+    """FairFace in its CSV layout: `fairface_label_{train,val}.csv` (columns file, age, gender,
+    race, ...) beside the image folders the `file` column names. Labels: `race` (index into
+    `FAIRFACE_RACES`), `gender` (0 male, 1 female), `age` (the CSV's bracket, e.g. "20-29")."""
+    root = Path(root)
+    table = _need(root / f"fairface_label_{split}.csv", f"FairFace {split} labels")
+    files, race, gender, age = [], [], [], []
+    with open(table, newline="") as f:
+        for row in csv.DictReader(f):
+            if row["race"] not in FAIRFACE_RACES:
+                raise UserError(f"{table}: unknown race {row['race']!r} (FairFace has {FAIRFACE_RACES})")
+            files.append(root / row["file"])
+            race.append(FAIRFACE_RACES.index(row["race"]))
+            gender.append(0 if row["gender"] == "Male" else 1)
+            age.append(row["age"])
+    return FaceDataset(files=files, size=size, labels={"race": race, "gender": gender, "age": age})
 
 
 def ImageFolder(root: str | Path, *, size: int = 0) -> FaceDataset:

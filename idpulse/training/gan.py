@@ -306,3 +306,18 @@ def training_loop(cfg: GanTrainConfig) -> Path:
     dist_utils.barrier()
     dist_utils.shutdown()
     return out
+
+
+def export_generator(run_dir: str | Path, out: str | Path, *, fit_samples: int = 1_000_000) -> Path:
+    """The EMA generator of a run's latest `state.pt`, with its Gaussian fit, as `out`
+    (the format `load_generator` reads); the run may be finished or not."""
+    state_path = Path(run_dir) / "state.pt"
+    st = torch_load(state_path, "training state")
+    G = Generator(**st["config"]["generator"])
+    G.load_state_dict(st["G_ema"])
+    G.fit_gaussian(fit_samples)
+    c = st["config"]
+    save_generator(G, out, meta={"kimg": st["shown"] / 1000, "steps": st["step"], "train_seconds": st["wall"],
+                                 "data": c["data"], "split": c["split"], "device": c["device"],
+                                 "run_config": c})
+    return Path(out)
