@@ -108,3 +108,43 @@ def align_face(im: Image.Image, landmarks: np.ndarray, size: int) -> torch.Tenso
         M = similarity_transform(landmarks, crop_template(size))
     x = pil_to_tensor(im)[None]
     return warp_affine(x, torch.as_tensor(M, dtype=torch.float32)[None], size)[0].clamp(0, 1)
+
+
+class FixedAlign(torch.nn.Module):
+    """For generators whose faces are already aligned in the crop template (the bundled one):
+    one fixed similarity warp from `crop_template(src_size)` to the ArcFace 112x112 template.
+    (B, 3, src, src) -> (B, 3, 112, 112), differentiable in the pixels."""
+
+    def __init__(self, src_size: int, out_size: int = 112):
+        super().__init__()
+        M = similarity_transform(crop_template(src_size), ARCFACE_112 * (out_size / 112.0))
+        self.register_buffer("M", torch.as_tensor(M, dtype=torch.float32)[None], persistent=False)
+        self.out_size = out_size
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return warp_affine(img, self.M.to(img.dtype).expand(img.shape[0], -1, -1), self.out_size)
+
+
+class DetectedAlign(torch.nn.Module):
+    """For generators whose faces are not in a known frame (PULSE's FFHQ 1024 px): MTCNN finds
+    the 5 landmarks on a detached copy, then the same differentiable warp to the ArcFace template.
+    Images where no face is found fall back to `fallback` (a FixedAlign of the FFHQ-like frame)."""
+
+    def __init__(self, src_size: int, out_size: int = 112, detector: FaceDetector | None = None):
+        super().__init__()
+        self.detector = detector or FaceDetector(min_prob=0.5)
+        self.fallback = FixedAlign(src_size, out_size)
+        self.out_size = out_size
+        self.found: list[bool] = []  # per image of the last call: was a face detected
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        from .imageio import tensor_to_pil
+
+        dst = ARCFACE_112 * (self.out_size / 112.0)
+        Ms, self.found = [], []
+        for x in img.detach():
+            lm = self.detector.landmarks(tensor_to_pil(x))
+            self.found.append(lm is not None)
+            Ms.append(torch.as_tensor(similarity_transform(lm, dst), dtype=img.dtype) if lm is not None
+                      else self.fallback.M[0].to(img.dtype))
+        return warp_affine(img, torch.stack(Ms).to(img.device), self.out_size)

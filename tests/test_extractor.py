@@ -149,3 +149,55 @@ def test_heads():
     assert (pos > neg).all()  # the rare positive class of attribute x weighs more
     req = attr.requested_loss(f, {0: 1})
     assert torch.allclose(req, torch.full((2,), math.log(2)), atol=1e-5)
+
+
+def test_extractor_checkpoint_round_trip(tmp_path):
+    from idpulse.errors import CheckpointError
+    from idpulse.extractor import FaceExtractor, load_extractor, save_extractor
+
+    torch.manual_seed(0)
+    f = FaceExtractor(backbone="iresnet18", width=0.125, race_classes=["a", "b"], attribute_names=["x"],
+                      theta_thr=60.0).eval()
+    save_extractor(f, tmp_path / "f.pt", meta={"note": 1})
+    g = load_extractor(tmp_path / "f.pt")
+    x = torch.rand(2, 3, 112, 112)
+    assert torch.equal(f(x), g(x)) and g.theta_thr == 60.0 and g.race_head.class_names == ["a", "b"]
+    sd = torch.load(tmp_path / "f.pt", weights_only=True)
+    sd["state_dict"].pop("race_head.mlp.0.weight")
+    torch.save(sd, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="missing keys: race_head.mlp.0.weight"):
+        load_extractor(tmp_path / "bad.pt")
+
+
+def test_fixed_alignment_maps_crop_template_onto_arcface_template():
+    from idpulse.align import ARCFACE_112, FixedAlign, crop_template
+
+    size = 64
+    img = torch.zeros(1, 3, size, size, requires_grad=True)
+    with torch.no_grad():
+        for x, y in crop_template(size).round().astype(int):
+            img[0, :, y, x] = 1.0  # a dot on each landmark of the generator's frame
+    out = FixedAlign(size)(img)
+    assert out.shape == (1, 3, 112, 112)
+    for x, y in ARCFACE_112:
+        patch = out[0, 0, int(y) - 2:int(y) + 3, int(x) - 2:int(x) + 3]
+        assert patch.max() > 0.1  # each dot lands near its ArcFace position
+    out.sum().backward()
+    assert img.grad is not None and img.grad.abs().sum() > 0  # differentiable in the pixels
+
+
+def test_detected_alignment_agrees_with_fixed_on_an_aligned_face():
+    from PIL import Image
+    from skimage import data
+
+    from idpulse.align import DetectedAlign, FaceDetector, FixedAlign, align_face
+
+    photo = Image.fromarray(data.astronaut())
+    lm = FaceDetector().landmarks(photo)
+    face = align_face(photo, lm, 128)[None]  # (1, 3, 128, 128), in the crop template's frame
+    det = DetectedAlign(128)
+    a, b = det(face), FixedAlign(128)(face)
+    assert det.found == [True]
+    assert (a - b).abs().mean() < 0.03  # same frame up to landmark noise
+    blank = torch.full((1, 3, 128, 128), 0.5)
+    assert torch.allclose(det(blank), FixedAlign(128)(blank)) and det.found == [False]

@@ -3,6 +3,7 @@ attribute heads, and the similarity loss S_t (Eq. 4)."""
 
 from .backbones import BACKBONES, IRSE, IResNet, get_backbone
 from .losses import ArcFaceHead, AttributeHead, RaceHead, angle_deg, similarity_loss
+from .model import FaceExtractor, load_extractor, load_insightface_backbone, save_extractor
 
-__all__ = ["BACKBONES", "IRSE", "ArcFaceHead", "AttributeHead", "IResNet", "RaceHead", "angle_deg", "get_backbone",
-           "similarity_loss"]
+__all__ = ["BACKBONES", "IRSE", "ArcFaceHead", "AttributeHead", "FaceExtractor", "IResNet", "RaceHead", "angle_deg",
+           "get_backbone", "load_extractor", "load_insightface_backbone", "save_extractor", "similarity_loss"]
