@@ -118,3 +118,12 @@ def test_unreadable_and_wrong_files(tmp_path, tiny_generator):
     torch.save(tiny_generator.synthesis.state_dict(), tmp_path / "syn.pt")
     with pytest.raises(CheckpointError, match="not an idpulse generator"):
         load_generator(tmp_path / "syn.pt")
+
+
+def test_loading_does_not_move_the_global_rng(tmp_path, tiny_generator):
+    save_generator(tiny_generator, tmp_path / "g.pt")
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    load_generator(tmp_path / "g.pt")
+    assert torch.equal(torch.rand(3), expected)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,11 +158,15 @@ def CelebA(root: str | Path | None = None, *, split: str | tuple[str, ...] = "tr
     )
 
 
-def UTKFace(root: str | Path | None = None, *, size: int = 0) -> FaceDataset:
+def UTKFace(root: str | Path | None = None, *, size: int = 0, split: str = "all") -> FaceDataset:
     """UTKFace crops named `age_gender_race_datetime.jpg.chip.jpg`; malformed names are skipped.
 
     Labels: `age`, `gender` (0 male, 1 female), `race` (index into `UTKFACE_RACES`).
+    UTKFace has no official split: `split="train"`/`"test"` is a fixed 90/10 split by the CRC32
+    of the file name (the same on every machine), `"all"` is everything.
     """
+    if split not in ("all", "train", "test"):
+        raise UserError(f"UTKFace split must be all, train or test, got {split!r}")
     root = Path(root) if root is not None else shared_dir() / "data" / "utkface"
     img_dir = _need(root / "images", "UTKFace images folder")
     lms = _read_landmarks(root / "landmarks.csv")
@@ -169,6 +174,9 @@ def UTKFace(root: str | Path | None = None, *, size: int = 0) -> FaceDataset:
     for p in sorted(img_dir.iterdir()):
         bits = p.name.split("_")
         if len(bits) < 4 or not all(b.isdigit() for b in bits[:3]) or int(bits[2]) >= len(UTKFACE_RACES):
+            continue
+        in_test = zlib.crc32(p.name.encode()) % 10 == 0
+        if (split == "train" and in_test) or (split == "test" and not in_test):
             continue
         files.append(p)
         age.append(int(bits[0]))

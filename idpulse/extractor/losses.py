@@ -108,3 +108,20 @@ class AttributeHead(nn.Module):
         idx = torch.tensor(list(requests), device=logits.device)
         vals = torch.tensor([float(v) for v in requests.values()], device=logits.device).expand(len(logits), -1)
         return F.binary_cross_entropy_with_logits(logits[:, idx], vals, reduction="none").sum(1)
+
+
+def best_angle_threshold(same: torch.Tensor, diff: torch.Tensor) -> tuple[float, float]:
+    """Brute force (calc-best-angle-threshold): the angle t maximising the accuracy of
+    "same person iff angle < t" on Same and Diff pairs; -> (t, accuracy)."""
+    angles = torch.cat([same, diff]).double()
+    is_same = torch.cat([torch.ones_like(same), torch.zeros_like(diff)]).bool()
+    order = angles.argsort()
+    a, s = angles[order], is_same[order]
+    # threshold just above the k-th smallest angle: the first k are called "same"
+    correct = s.long().cumsum(0) + ((~s).sum() - (~s).long().cumsum(0))
+    k = int(correct.argmax())
+    hi = a[k + 1] if k + 1 < len(a) else a[k] + 1
+    below_all = int((~s).sum())  # accuracy with nothing called "same"
+    if below_all >= int(correct[k]):
+        return float(a[0] - 1), below_all / len(a)
+    return float((a[k] + hi) / 2), int(correct[k]) / len(a)

@@ -57,7 +57,8 @@ def load_extractor(path: str | os.PathLike) -> FaceExtractor:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an idpulse extractor ({FORMAT}); for insightface's backbone.pth "
                               "use load_insightface_backbone")
-    f = FaceExtractor(**ckpt["config"])
+    with torch.random.fork_rng(devices=[]):  # loading must not move the global RNG
+        f = FaceExtractor(**ckpt["config"])
     load_state_dict_strict(f, ckpt["state_dict"], f"extractor {path}")
     return f.eval().requires_grad_(False)
 

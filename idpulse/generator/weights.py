@@ -101,7 +101,8 @@ def load_pulse_generator(synthesis: str | os.PathLike, mapping: str | os.PathLik
     syn_state = torch_load(synthesis, "synthesis weights")
     if not isinstance(syn_state, dict):
         raise CheckpointError(f"{synthesis} is not a state dict")
-    G = Generator(**infer_synthesis_config(syn_state))
+    with torch.random.fork_rng(devices=[]):  # the random init is overwritten: leave the global RNG alone
+        G = Generator(**infer_synthesis_config(syn_state))
     load_state_dict_strict(G.synthesis, syn_state, f"synthesis weights {synthesis}")
     if mapping is None and (synthesis.parent / "mapping.pt").is_file():
         mapping = synthesis.parent / "mapping.pt"
@@ -159,7 +160,8 @@ def load_generator(path: str | os.PathLike) -> Generator:
         raise CheckpointError(f"{path} is not an idpulse generator ({FORMAT}); for PULSE's weights "
                               "give --generator.synthesis=synthesis.pt instead")
     try:
-        G = Generator(**ckpt["config"])
+        with torch.random.fork_rng(devices=[]):  # loading must not move the global RNG (exact resumes)
+            G = Generator(**ckpt["config"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path} has a bad generator config: {e}") from None
     load_state_dict_strict(G.mapping, ckpt["mapping"], f"mapping weights in {path}")

@@ -1,0 +1,363 @@
+"""Training the feature extractor f: Algorithm 1 (mixed mini-batches, Eq. 10) inside
+Algorithm 2 (meta-epochs with lookalike generation), resumable from the run folder.
+
+`training_loop(cfg)` is the whole job (`scripts/train_extractor.py` only parses and calls it).
+Each meta-epoch: (1) the lookalike dataset grows by PULSE results for random identity pairs
+(from meta-epoch 2, also results optimised with L_sim under the current f); (2) Algorithm 1:
+`steps_per_meta_epoch` SGD steps on `L_arc + l_s L_siam + l_r L_race + l_a L_attr` (L_siam off
+in meta-epoch 1); (3) theta_thr is re-estimated on Same/Diff training pairs. With use_siam,
+use_race and use_attr off it trains `f_arc` (ArcFace loss only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import distributed as dist_utils
+from ..align import ARCFACE_112, FixedAlign, similarity_transform, warp_affine
+from ..config import to_dict, write_run_info
+from ..errors import UserError
+from ..extractor import ArcFaceHead, FaceExtractor, angle_deg, save_extractor, similarity_loss
+from ..extractor.losses import best_angle_threshold
+from ..generator.weights import atomic_save, torch_load
+from .lookalike import LookalikeConfig, build_lookalikes, pick_pairs, read_manifest
+
+
+@dataclass
+class ExtractorModelConfig:
+    backbone: str = "iresnet18"
+    width: float = 0.25
+
+
+@dataclass
+class ExtractorTrainConfig:
+    run_dir: str = "runs/extractor"
+    device: str = "auto"
+    seed: int = 0
+    model: ExtractorModelConfig = field(default_factory=ExtractorModelConfig)
+    generator: str = "checkpoints/generator.pt"  # for the lookalikes
+    data_root: str = ""  # default $IDPULSE_SHARED/data
+    max_images: int = 0  # cap per data source (0: all), for quick runs
+    use_siam: bool = True
+    use_race: bool = True
+    use_attr: bool = True
+    meta_epochs: int = 5
+    steps_per_meta_epoch: int = 1000
+    batch_arc: int = 64
+    batch_siam: int = 16  # lookalike pairs per step
+    batch_race: int = 32
+    batch_attr: int = 32
+    l_siam: float = 0.2
+    l_race: float = 0.2
+    l_attr: float = 0.2
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_milestones: list[int] = field(default_factory=list)  # global steps where lr /= 10
+    grad_clip: float = 5.0
+    arc_s: float = 64.0
+    arc_m: float = 0.5
+    temperature: float = 10.0
+    threshold_pairs: int = 1000  # Same and Diff training pairs for theta_thr
+    checkpoint_every: int = 100
+    log_every: int = 10
+    lookalike: LookalikeConfig = field(default_factory=LookalikeConfig)
+
+
+def align_to_arcface(img: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
+    """(3, S, S) + its 5 landmarks -> (3, 112, 112) on the ArcFace template."""
+    M = torch.as_tensor(similarity_transform(landmarks.double().numpy(), ARCFACE_112), dtype=torch.float32)
+    return warp_affine(img[None], M[None], 112)[0]
+
+
+def preload_aligned(ds, limit: int, desc: str) -> tuple[torch.Tensor, list[dict]]:
+    """(N, 3, 112, 112) uint8 faces aligned by their landmarks, and each item's labels."""
+    from tqdm import tqdm
+
+    n = min(len(ds), limit) if limit else len(ds)
+    out = torch.empty(n, 3, 112, 112, dtype=torch.uint8)
+    labels = []
+    fixed = None
+    for i in tqdm(range(n), desc=desc, disable=not dist_utils.is_main(), unit="img"):
+        it = ds[i]
+        if torch.isnan(it["landmarks"]).any():
+            fixed = fixed or FixedAlign(it["image"].shape[-1])
+            a = fixed(it["image"][None])[0]
+        else:
+            a = align_to_arcface(it["image"], it["landmarks"])
+        out[i] = (a.clamp(0, 1) * 255).round().to(torch.uint8)
+        labels.append({k: v for k, v in it.items() if k not in ("image", "landmarks", "path")})
+    return out, labels
+
+
+def _f32(x: torch.Tensor, device) -> torch.Tensor:
+    return x.to(device).float() / 255.0
+
+
+class Net(nn.Module):
+    """f with its heads and the ArcFace class centres: what DDP wraps and the optimiser trains."""
+
+    def __init__(self, f: FaceExtractor, num_ids: int, cfg: ExtractorTrainConfig):
+        super().__init__()
+        self.f = f
+        self.arc = ArcFaceHead(num_ids, s=cfg.arc_s, m=cfg.arc_m)
+
+    def forward(self, batch: dict, theta_thr: float, temperature: float) -> dict:
+        """Eq. 10's terms for one mixed mini-batch."""
+        out = {"arc": self.arc(self.f(batch["arc_x"]), batch["arc_y"])}
+        if "race_x" in batch:
+            out["race"] = self.f.race_head.loss(self.f(batch["race_x"]), batch["race_y"]).mean()
+        if "attr_x" in batch:
+            out["attr"] = self.f.attr_head.loss(self.f(batch["attr_x"]), batch["attr_y"], batch["attr_m"]).mean()
+        if "siam_x" in batch:  # (x, G_x), (x', G_x'), (x, flip(x'))
+            b = batch["siam_x"].shape[0]
+            feats = self.f(torch.cat([batch["siam_x"], batch["siam_gx"], batch["siam_x2"], batch["siam_gx2"],
+                                      batch["siam_x2"].flip(3)]))
+            x, gx, x2, gx2, x2f = feats.split(b)
+
+            def s(a, c, t):
+                return similarity_loss(angle_deg(a, c), t, threshold=theta_thr, temperature=temperature)
+
+            out["siam"] = (s(x, gx, 0.0) + s(x2, gx2, 0.0) + s(x, x2f, 1.0)).mean()
+        return out
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist()}
+
+
+def estimate_threshold(f: FaceExtractor, faces: torch.Tensor, ids: list[int], n: int, seed: int,
+                       device) -> tuple[float, float]:
+    """theta_thr on Same/Diff pairs of the training faces (brute force); -> (theta, accuracy)."""
+    g = torch.Generator().manual_seed(seed)
+    by_id: dict[int, list[int]] = {}
+    for i, k in enumerate(ids):
+        by_id.setdefault(k, []).append(i)
+    multi = [v for v in by_id.values() if len(v) >= 2]
+    same = []
+    for _ in range(n):
+        v = multi[int(torch.randint(len(multi), (1,), generator=g))]
+        a, b = torch.randperm(len(v), generator=g)[:2].tolist()
+        same.append((v[a], v[b]))
+    diff = []
+    while len(diff) < n:
+        a, b = torch.randint(len(ids), (2,), generator=g).tolist()
+        if ids[a] != ids[b]:
+            diff.append((a, b))
+    was = f.training
+    f.eval()
+    angles = []
+    with torch.no_grad():
+        for pairs in (same, diff):
+            idx = torch.tensor(pairs)
+            res = []
+            for s in range(0, len(idx), 256):
+                p = idx[s:s + 256]
+                res.append(angle_deg(f(_f32(faces[p[:, 0]], device)), f(_f32(faces[p[:, 1]], device))).cpu())
+            angles.append(torch.cat(res))
+    f.train(was)
+    return best_angle_threshold(*angles)
+
+
+def training_loop(cfg: ExtractorTrainConfig) -> Path:
+    """Runs (or resumes) Algorithm 2 in cfg.run_dir; returns the path of the exported `extractor.pt`."""
+    from tqdm import tqdm
+
+    from ..data import CELEBA_ATTRIBUTES, UTKFACE_RACES, CelebA, UTKFace
+    from ..generator.weights import load_generator
+
+    device = dist_utils.init(cfg.device)
+    rank, world = dist_utils.rank(), dist_utils.world_size()
+    run = Path(cfg.run_dir)
+    state_path = run / "state.pt"
+    root = Path(cfg.data_root) if cfg.data_root else None
+
+    # --- data: CelebA identities (ArcFace, Siamese sources), CelebA attributes, UTKFace races ---
+    celeba = CelebA(root / "celeba" if root else None, split="train")
+    arc_faces, arc_labels = preload_aligned(celeba, cfg.max_images, "ArcFace faces")
+    raw_ids = [int(lb["identity"]) for lb in arc_labels]
+    id_map = {k: i for i, k in enumerate(sorted(set(raw_ids)))}
+    arc_y = torch.tensor([id_map[k] for k in raw_ids])
+    attr_idx = [i for i, lb in enumerate(arc_labels) if bool(lb["has_attributes"])]
+    if cfg.use_attr and not attr_idx:
+        raise UserError("use_attr is on but no training image has attributes")
+    attr_y = torch.stack([arc_labels[i]["attributes"] for i in attr_idx]) if attr_idx else torch.zeros(0, 40)
+    attr_idx_t = torch.tensor(attr_idx, dtype=torch.long)
+    race_faces, race_y = None, None
+    if cfg.use_race:
+        utk = UTKFace(root / "utkface" if root else None, split="train")
+        race_faces, race_labels = preload_aligned(utk, cfg.max_images, "race faces")
+        race_y = torch.tensor([int(lb["race"]) for lb in race_labels])
+
+    torch.manual_seed(cfg.seed)
+    f = FaceExtractor(backbone=cfg.model.backbone, width=cfg.model.width,
+                      race_classes=UTKFACE_RACES if cfg.use_race else None,
+                      attribute_names=CELEBA_ATTRIBUTES if cfg.use_attr else None, temperature=cfg.temperature)
+    if cfg.use_attr:
+        known = (attr_y >= 0).float()
+        f.attr_head.pos_rate.copy_(((attr_y.clamp_min(0) * known).sum(0) / known.sum(0).clamp_min(1)).clamp(0.01, 0.99))
+    net = Net(f, len(id_map), cfg).to(device)
+    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg.lr_milestones, gamma=0.1)
+    scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 needs none; kept for fp16 set-ups
+    st = {"meta_epoch": 1, "phase": "lookalike", "step": 0, "global_step": 0, "theta_thr": 65.0, "history": []}
+    if state_path.is_file():
+        saved = torch_load(state_path, "training state")
+        if saved["config"]["model"] != dataclasses.asdict(cfg.model):
+            raise UserError(f"{state_path} holds a {saved['config']['model']} model: use another --run_dir")
+        net.load_state_dict(saved["net"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        scaler.load_state_dict(saved["scaler"])
+        st = saved["counters"]
+        rng = saved["rng"][rank] if rank < len(saved["rng"]) else saved["rng"][0]
+        torch.set_rng_state(rng["torch"])
+        if rank == 0:
+            print(f"resuming {run}: meta-epoch {st['meta_epoch']}, {st['phase']}, step {st['step']}")
+    else:
+        torch.manual_seed(cfg.seed + 1000 * rank)
+    net_ddp = net
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        dist_utils.broadcast_module(net)
+        net_ddp = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
+    f.config["theta_thr"] = st["theta_thr"]
+
+    def save():
+        rngs = [_rng_state()]
+        if world > 1:
+            rngs = [None] * world
+            torch.distributed.all_gather_object(rngs, _rng_state())
+        if rank == 0:
+            atomic_save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                         "scaler": scaler.state_dict(), "counters": st, "rng": rngs, "config": to_dict(cfg)},
+                        state_path)
+
+    writer = None
+    if rank == 0:
+        write_run_info(run, cfg, {"world_size": world, "device": str(device), "arcface_images": len(arc_y),
+                                  "identities": len(id_map)})
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run / "tb"))
+    G, gen_align = None, None
+    siam = None  # (x idx, x' idx, G_x, G_x') tensors of all lookalikes so far
+    while st["meta_epoch"] <= cfg.meta_epochs:
+        me = st["meta_epoch"]
+        folder = run / "lookalikes" / f"meta{me}"
+        if cfg.use_siam and (st["phase"] == "lookalike" or siam is None):
+            if G is None:
+                gpath = Path(cfg.generator)
+                G = load_generator(gpath if gpath.is_file() else Path(__file__).resolve().parents[2] / gpath)
+                G = G.to(device)
+                gen_align = FixedAlign(G.resolution).to(device)
+            if st["phase"] == "lookalike" and me < cfg.meta_epochs:  # the last meta-epoch's would go unused
+                src = CelebA(root / "celeba" if root else None, split="train", size=G.resolution)
+                src = src.subset(range(len(arc_y)))
+                pairs = pick_pairs(raw_ids, cfg.lookalike.num_identities, seed=cfg.seed + me)
+                f.eval()
+                build_lookalikes(folder, G, src, pairs, cfg.lookalike, extractor=f if me >= 2 else None,
+                                 align=gen_align, seed=cfg.seed + 7 * me, progress=True)
+                f.train()
+                st["phase"] = "train"
+                save()
+            siam = _load_siam(run, me, G, gen_align, device)
+        st["phase"] = "train"
+        use_siam_now = cfg.use_siam and me >= 2 and siam is not None
+        bar = tqdm(total=cfg.steps_per_meta_epoch, initial=st["step"], desc=f"meta-epoch {me}/{cfg.meta_epochs}",
+                   disable=rank != 0, unit="step", dynamic_ncols=True)
+        net.train()
+        while st["step"] < cfg.steps_per_meta_epoch:
+            t0 = time.time()
+            i = torch.randint(len(arc_y), (cfg.batch_arc,))
+            batch = {"arc_x": _f32(arc_faces[i], device), "arc_y": arc_y[i].to(device)}
+            if cfg.use_race:
+                j = torch.randint(len(race_y), (cfg.batch_race,))
+                batch["race_x"], batch["race_y"] = _f32(race_faces[j], device), race_y[j].to(device)
+            if cfg.use_attr:
+                q = torch.randint(len(attr_idx), (cfg.batch_attr,))
+                a = attr_y[q]  # (b, 40) in {0, 1}, -1 unknown
+                batch["attr_x"] = _f32(arc_faces[attr_idx_t[q]], device)
+                batch["attr_y"], batch["attr_m"] = a.clamp_min(0).to(device), (a >= 0).to(device)
+            if use_siam_now:
+                p = torch.randint(len(siam[0]), (cfg.batch_siam,))
+                batch["siam_x"] = _f32(arc_faces[siam[0][p]], device)
+                batch["siam_x2"] = _f32(arc_faces[siam[1][p]], device)
+                batch["siam_gx"], batch["siam_gx2"] = siam[2][p].to(device), siam[3][p].to(device)
+            terms = net_ddp(batch, st["theta_thr"], cfg.temperature)
+            weights = {"arc": 1.0, "siam": cfg.l_siam, "race": cfg.l_race, "attr": cfg.l_attr}
+            loss = sum(weights[k] * v for k, v in terms.items())  # Eq. 10
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            st["step"] += 1
+            st["global_step"] += 1
+            bar.update(1)
+            if rank == 0 and st["step"] % cfg.log_every == 0:
+                for k, v in terms.items():
+                    writer.add_scalar(f"loss/{k}", v.item(), st["global_step"])
+                writer.add_scalar("loss/total", loss.item(), st["global_step"])
+                writer.add_scalar("step_seconds", time.time() - t0, st["global_step"])
+                bar.set_postfix({k: f"{v.item():.3f}" for k, v in terms.items()})
+            if st["step"] % cfg.checkpoint_every == 0 and st["step"] < cfg.steps_per_meta_epoch:
+                save()
+        bar.close()
+        thr, acc = estimate_threshold(f, arc_faces, raw_ids, cfg.threshold_pairs, cfg.seed + me, device)
+        st["theta_thr"] = thr
+        f.config["theta_thr"] = thr
+        st["history"].append({"meta_epoch": me, "theta_thr": thr, "same_diff_accuracy": acc,
+                              "lookalikes": 0 if siam is None else int(len(siam[0]))})
+        if rank == 0:
+            print(f"meta-epoch {me}: theta_thr {thr:.1f} deg, Same/Diff training accuracy {100 * acc:.1f}%")
+            writer.add_scalar("theta_thr", thr, me)
+        st.update(meta_epoch=me + 1, phase="lookalike", step=0)
+        save()
+    out = run / "extractor.pt"
+    if rank == 0:
+        save_extractor(f, out, meta={"history": st["history"], "config": to_dict(cfg), "world_size": world})
+        (run / "history.json").write_text(json.dumps(st["history"], indent=2))
+        writer.close()
+    dist_utils.barrier()
+    dist_utils.shutdown()
+    return out
+
+
+def _load_siam(run: Path, upto: int, G, gen_align, device):
+    """All lookalikes of meta-epochs < upto as (x idx, x' idx, aligned G_x, aligned G_x')."""
+    from PIL import Image
+
+    from ..imageio import pil_to_tensor
+
+    xs, x2s, gs, g2s = [], [], [], []
+    for me in range(1, upto):
+        folder = run / "lookalikes" / f"meta{me}"
+        recs = read_manifest(folder) if folder.is_dir() else []
+        by = {(r["item"], r["kind"]): r for r in recs}
+        for (item, kind), r in by.items():
+            if r["side"] != 0 or (item + 1, kind) not in by:
+                continue
+            r2 = by[(item + 1, kind)]
+            imgs = [pil_to_tensor(Image.open(folder / q["file"]).convert("RGB")) for q in (r, r2)]
+            with torch.no_grad():
+                al = gen_align(torch.stack(imgs).to(device)).cpu()
+            xs.append(r["source"])
+            x2s.append(r2["source"])
+            gs.append(al[0])
+            g2s.append(al[1])
+    if not xs:
+        return None
+    return torch.tensor(xs), torch.tensor(x2s), torch.stack(gs), torch.stack(g2s)
+

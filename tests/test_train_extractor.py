@@ -1,0 +1,134 @@
+"""Algorithm 2 end to end on a tiny synthetic CelebA/UTKFace layout: under torchrun with two
+CPU ranks, and killed with SIGKILL then resumed to the same weights as an uninterrupted run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from idpulse.align import crop_template
+from idpulse.data import CELEBA_ATTRIBUTES
+from idpulse.extractor import load_extractor
+from idpulse.extractor.losses import best_angle_threshold
+from idpulse.generator.stylegan import Generator
+from idpulse.generator.weights import save_generator
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_data(root: Path, n_ids: int = 6, per_id: int = 3) -> Path:
+    """CelebA's file layout and UTKFace's naming, with noise images and template landmarks."""
+    rng = np.random.default_rng(0)
+    cel = root / "celeba"
+    (cel / "images").mkdir(parents=True)
+    lm = crop_template(96)
+    ids, parts, attrs, lms = [], [], [], ["image,source_face_px," + ",".join(
+        f"{p}_{c}" for p in ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right") for c in "xy") + ",source"]
+    for i in range(n_ids * per_id):
+        name = f"{i + 1:06d}.jpg"
+        base = rng.integers(0, 255, (1, 1, 3))  # identity colour + noise
+        img = np.clip(base * (i // per_id == 0) + rng.integers(0, 255, (96, 96, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(cel / "images" / name)
+        ids.append(f"{name} {100 + i // per_id}")
+        parts.append(f"{name} 0")
+        attrs.append(name + " " + " ".join(str(rng.choice([-1, 1])) for _ in CELEBA_ATTRIBUTES))
+        lms.append(f"{name},50.0," + ",".join(f"{v:.2f}" for v in lm.flatten()) + ",test")
+    (cel / "identity_CelebA.txt").write_text("\n".join(ids) + "\n")
+    (cel / "list_eval_partition.txt").write_text("\n".join(parts) + "\n")
+    header = f"{len(attrs)}\n{' '.join(CELEBA_ATTRIBUTES)}\n"
+    (cel / "list_attr_celeba.txt").write_text(header + "\n".join(attrs) + "\n")
+    (cel / "landmarks.csv").write_text("\n".join(lms) + "\n")
+    utk = root / "utkface" / "images"
+    utk.mkdir(parents=True)
+    for i in range(20):
+        Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(
+            utk / f"{20 + i}_{i % 2}_{i % 5}_2017010{i:02d}.jpg.chip.jpg")
+    return root
+
+
+def tiny_generator(path: Path) -> Path:
+    torch.manual_seed(0)
+    G = Generator(resolution=16, fmap_base=32, fmap_max=16, mapping_layers=2)
+    G.fit_gaussian(1000)
+    save_generator(G, path)
+    return path
+
+
+def args(data: Path, gen: Path, run: Path, steps: int = 6) -> list[str]:
+    return [str(ROOT / "scripts" / "train_extractor.py"), f"--data_root={data}", f"--generator={gen}",
+            f"--run_dir={run}", "--device=cpu", "--model.width=0.125", "--meta_epochs=2",
+            f"--steps_per_meta_epoch={steps}", "--batch_arc=4", "--batch_siam=2", "--batch_race=2", "--batch_attr=2",
+            "--lr=0.01", "--threshold_pairs=8", "--checkpoint_every=1", "--lookalike.num_identities=3",
+            "--lookalike.thumbnail_size=4", "--lookalike.steps=2", "--lookalike.batch=2"]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("alg2")
+    return fake_data(d / "data"), tiny_generator(d / "g.pt"), d
+
+
+def test_best_angle_threshold():
+    thr, acc = best_angle_threshold(torch.tensor([10.0, 20.0, 30.0]), torch.tensor([50.0, 60.0, 25.0]))
+    assert 20 < thr < 25 or 30 < thr < 50
+    assert acc == pytest.approx(5 / 6)
+    thr, acc = best_angle_threshold(torch.tensor([10.0, 20.0]), torch.tensor([80.0, 90.0]))
+    assert 20 < thr < 80 and acc == 1.0
+
+
+def test_torchrun_two_ranks(setup):
+    data, gen, d = setup
+    run = d / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", *args(data, gen, run)],
+                       capture_output=True, text=True, timeout=900, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    f = load_extractor(run / "extractor.pt")
+    assert f.race_head is not None and f.attr_head is not None
+    hist = json.loads((run / "history.json").read_text())
+    assert [h["meta_epoch"] for h in hist] == [1, 2] and hist[1]["lookalikes"] == 3  # L_siam on in meta-epoch 2
+    manifests = sorted((run / "lookalikes" / "meta1").glob("manifest.rank*.json"))
+    assert len(manifests) == 2  # both ranks generated their share
+    items = [rec["item"] for m in manifests for rec in json.loads(m.read_text())]
+    assert sorted(items) == list(range(6))  # 3 pairs x 2 images, no duplicates
+    assert "world_size: 2" in (run / "run.yaml").read_text()
+
+
+def test_killed_run_resumes_to_the_same_weights(setup):
+    data, gen, d = setup
+    full = d / "full"
+    r = subprocess.run([sys.executable, *args(data, gen, full, steps=8)], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    killed = d / "killed"
+    state = killed / "state.pt"
+    proc = subprocess.Popen([sys.executable, *args(data, gen, killed, steps=8)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while proc.poll() is None and time.time() < deadline:  # kill once training of meta-epoch 2 is under way
+        if state.is_file():
+            try:
+                c = torch.load(state, weights_only=True)["counters"]
+            except Exception:
+                c = None
+            if c and c["meta_epoch"] == 2 and 0 < c["step"] < 6:
+                break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "extractor.pt").is_file(), "the run finished before it could be killed"
+    r = subprocess.run([sys.executable, *args(data, gen, killed, steps=8)], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "resuming" in r.stdout
+    a = torch.load(full / "extractor.pt", weights_only=True)
+    b = torch.load(killed / "extractor.pt", weights_only=True)
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    assert a["config"]["theta_thr"] == b["config"]["theta_thr"]
