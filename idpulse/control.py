@@ -1,0 +1,179 @@
+"""Control losses that steer the PULSE search with the extractor f (PAPER_NOTES section 2).
+
+Eq. 5 `L_sim = S_1(I, J)` towards photos J of the person (mean over the photos), Eq. 6
+`L_race = CE(C_race(f(I)), r)`, Eq. 7 `L_attr = sum_(a, v) BCE(C_attr(f(I))_a, v)`; Eq. 8 adds
+them, weighted, to PULSE's objective (`LossTerm`s of `pulse_search`). The generated face is
+aligned into f's frame first (`FixedAlign` for generators in the training crops' frame,
+`DetectedAlign` for PULSE's FFHQ ones); f is frozen. A result is accepted when its L_DS is within
+eps and every used control loss is at most its threshold; `controlled_search` retries rejected
+results with new seeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import UserError
+from .extractor import FaceExtractor, angle_deg, similarity_loss
+from .pulse import LossTerm, PulseResult, pulse_search
+
+
+@dataclass
+class ControlConfig:
+    extractor: str = "checkpoints/extractor_f.pt"
+    align: str = "auto"  # fixed | detected | auto (fixed for idpulse generators, detected for PULSE's)
+    sim_weight: float = 5.0
+    race_weight: float = 5.0
+    attr_weight: float = 5.0
+    sim_max: float = 0.5  # L_sim at most this (about: angle below theta_thr)
+    race_max: float = 0.5  # cross-entropy at most this (p(race) above about 0.6)
+    attr_max: float = 0.1  # per the authors' code
+    retries: int = 2  # extra searches with new seeds for rejected results
+
+
+def race_index(name: str, classes: list[str]) -> int:
+    low = {c.lower().replace(" ", "_"): i for i, c in enumerate(classes)}
+    key = name.lower().replace(" ", "_")
+    if key not in low:
+        raise UserError(f"unknown race {name!r}; this extractor knows: {', '.join(classes)}")
+    return low[key]
+
+
+def parse_attributes(specs: list[str], names: list[str]) -> dict[int, int]:
+    """["Smiling=1", "Male=0"] -> {31: 1, 20: 0}; unknown names and values are one-line errors."""
+    out = {}
+    for spec in specs:
+        name, sep, val = spec.partition("=")
+        if not sep or val.strip() not in ("0", "1"):
+            raise UserError(f"bad attribute request {spec!r}: write NAME=1 or NAME=0, e.g. Smiling=1")
+        if name not in names:
+            raise UserError(f"unknown attribute {name!r}; valid names: {', '.join(names)}")
+        out[names.index(name)] = int(val)
+    return out
+
+
+class Controls:
+    """The requested controls for one search, as loss terms, an acceptance test and a report."""
+
+    def __init__(self, f: FaceExtractor, align: torch.nn.Module, cfg: ControlConfig, *,
+                 targets: torch.Tensor | None = None, race: str | None = None, attrs: list[str] | None = None):
+        self.f, self.align, self.cfg = f.eval().requires_grad_(False), align, cfg
+        self.target_feats = None
+        if targets is not None and len(targets):
+            with torch.no_grad():
+                self.target_feats = f(targets)  # (K, 512) of the aligned target photos
+        self.race = None
+        if race is not None:
+            if f.race_head is None:
+                raise UserError("this extractor has no race head: give one trained with use_race")
+            self.race = race_index(race, f.race_head.class_names)
+        self.attrs = {}
+        if attrs:
+            if f.attr_head is None:
+                raise UserError("this extractor has no attribute head: give one trained with use_attr")
+            self.attrs = parse_attributes(attrs, f.attr_head.attribute_names)
+
+    @property
+    def used(self) -> list[str]:
+        return (["sim"] if self.target_feats is not None else []) + (["race"] if self.race is not None else []) + \
+            (["attr"] if self.attrs else [])
+
+    def _sim(self, feats: torch.Tensor) -> torch.Tensor:
+        """Eq. 5, mean over the target photos: (B, 512) -> (B,)."""
+        t = self.target_feats
+        ang = angle_deg(feats[:, None, :].expand(-1, len(t), -1), t[None].expand(len(feats), -1, -1))  # (B, K)
+        return similarity_loss(ang, 1.0, threshold=self.f.theta_thr, temperature=self.f.config["temperature"]).mean(1)
+
+    def terms(self) -> list[LossTerm]:
+        cache: dict = {}
+
+        def feats(img):  # one forward of f per step, shared by the terms
+            if cache.get("img") is not img:
+                cache["img"], cache["f"] = img, self.f(self.align(img))
+            return cache["f"]
+
+        out = []
+        if self.target_feats is not None:
+            out.append(LossTerm("sim", self.cfg.sim_weight, lambda img, ws: self._sim(feats(img))))
+        if self.race is not None:
+            r = self.race
+            out.append(LossTerm("race", self.cfg.race_weight, lambda img, ws: self.f.race_head.loss(
+                feats(img), torch.full((img.shape[0],), r, dtype=torch.long, device=img.device))))
+        if self.attrs:
+            out.append(LossTerm("attr", self.cfg.attr_weight,
+                                lambda img, ws: self.f.attr_head.requested_loss(feats(img), self.attrs)))
+        return out
+
+    def accepted(self, res: PulseResult) -> torch.Tensor:
+        """(N, S) bool: within eps and every used control loss at most its threshold (Eq. 8's rejection)."""
+        ok = res.success.clone()
+        for name in self.used:
+            ok &= res.extra[name] <= getattr(self.cfg, f"{name}_max")
+        return ok
+
+    @torch.no_grad()
+    def describe(self, images: torch.Tensor) -> list[dict]:
+        """Per image (B, 3, R, R): predicted race and attribute probabilities, angle to each target."""
+        feats = self.f(self.align(images.to(next(self.f.parameters()).device)))
+        out = [{} for _ in range(len(images))]
+        if self.f.race_head is not None:
+            p = self.f.race_head(feats).softmax(1)
+            for d, row in zip(out, p.tolist()):
+                d["race_probs"] = dict(zip(self.f.race_head.class_names, row))
+        if self.f.attr_head is not None:
+            p = self.f.attr_head(feats).sigmoid()
+            names = self.f.attr_head.attribute_names
+            shown = list(self.attrs) or range(len(names))
+            for d, row in zip(out, p.tolist()):
+                d["attribute_probs"] = {names[i]: row[i] for i in shown}
+        if self.target_feats is not None:
+            ang = angle_deg(feats[:, None].expand(-1, len(self.target_feats), -1),
+                            self.target_feats[None].expand(len(feats), -1, -1))
+            for d, row in zip(out, ang.tolist()):
+                d["target_angles_deg"] = row
+        return out
+
+
+def _copy_slot(res: PulseResult, n: int, slot: int, new: PulseResult, j: int, k: int) -> None:
+    """res[n, slot] <- new[j, k], for every per-slot field (in place: the tensors are the caller's)."""
+    for name in ("images", "latents", "ws", "ds_loss", "geocross", "total", "success", "best_step"):
+        getattr(res, name)[n, slot] = getattr(new, name)[j, k]
+    for name, v in res.extra.items():
+        v[n, slot] = new.extra[name][j, k]
+
+
+def controlled_search(G, thumbnails: torch.Tensor, controls: Controls | None, *, retries: int = 0, seed: int = 0,
+                      num_seeds: int = 1, **pulse_kwargs) -> tuple[PulseResult, torch.Tensor, torch.Tensor]:
+    """PULSE with the controls' loss terms; rejected results are searched again with new seeds
+    (up to `retries` times) and replaced by accepted ones. -> (result, accepted (N, S), seed used (N, S))."""
+    terms = controls.terms() if controls is not None else []
+
+    def run(thumbs, s):
+        return pulse_search(G, thumbs, seed=s, num_seeds=num_seeds, extra_losses=terms, **pulse_kwargs)
+
+    def acc(r):
+        return controls.accepted(r) if controls is not None else r.success
+
+    res = run(thumbnails, seed)
+    ok = acc(res)
+    seeds = torch.arange(seed, seed + num_seeds).expand(len(thumbnails), -1).clone()
+    for attempt in range(1, retries + 1):
+        todo = (~ok).any(dim=1).nonzero().flatten()
+        if len(todo) == 0:
+            break
+        s0 = seed + attempt * num_seeds
+        new = run(thumbnails[todo], s0)
+        new_ok = acc(new)
+        for j, n in enumerate(todo.tolist()):
+            # fill this image's rejected slots with the new attempt's results: accepted ones first
+            free = (~ok[n]).nonzero().flatten().tolist()
+            order = sorted(range(num_seeds), key=lambda k: (not bool(new_ok[j, k]), float(new.total[j, k])))
+            for slot, k in zip(free, order):
+                if bool(new_ok[j, k]) or float(new.total[j, k]) < float(res.total[n, slot]):
+                    _copy_slot(res, n, slot, new, j, k)
+                    ok[n, slot] = bool(new_ok[j, k])
+                    seeds[n, slot] = s0 + k
+        res.seconds += new.seconds
+    return res, ok, seeds

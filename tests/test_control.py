@@ -1,0 +1,74 @@
+"""Control losses (Eq. 5-8) plugged into the search, with rejection and retry."""
+
+import pytest
+import torch
+
+from idpulse.align import FixedAlign
+from idpulse.control import ControlConfig, Controls, controlled_search, parse_attributes, race_index
+from idpulse.errors import UserError
+from idpulse.extractor import FaceExtractor
+
+
+@pytest.fixture
+def extractor():
+    torch.manual_seed(0)
+    return FaceExtractor(backbone="iresnet18", width=0.125, race_classes=["White", "Black", "East Asian"],
+                         attribute_names=["Smiling", "Male"]).eval()
+
+
+def test_names_are_checked():
+    assert race_index("east asian", ["White", "East Asian"]) == 1
+    with pytest.raises(UserError, match="knows: White, East Asian"):
+        race_index("Martian", ["White", "East Asian"])
+    assert parse_attributes(["Male=0", "Smiling=1"], ["Smiling", "Male"]) == {1: 0, 0: 1}
+    with pytest.raises(UserError, match="valid names: Smiling, Male"):
+        parse_attributes(["Smiles=1"], ["Smiling", "Male"])
+    with pytest.raises(UserError, match="NAME=1"):
+        parse_attributes(["Smiling=yes"], ["Smiling", "Male"])
+
+
+def test_attribute_control_lowers_its_loss(tiny_generator, extractor):
+    G = tiny_generator
+    cfg = ControlConfig(attr_weight=20.0)
+    ctl = Controls(extractor, FixedAlign(G.resolution), cfg, attrs=["Smiling=1"])
+    thumbs = torch.rand(2, 3, 4, 4)
+    plain, _, _ = controlled_search(G, thumbs, None, num_seeds=2, steps=25, eps=0.05)
+    steered, ok, _ = controlled_search(G, thumbs, ctl, num_seeds=2, steps=25, eps=0.05)
+    with torch.no_grad():
+        feats_plain = extractor(FixedAlign(16)(plain.images.flatten(0, 1)))
+    plain_attr = extractor.attr_head.requested_loss(feats_plain, {0: 1})
+    assert steered.extra["attr"].mean() < plain_attr.mean()
+    assert torch.equal(ok, steered.success & (steered.extra["attr"] <= cfg.attr_max))
+    d = ctl.describe(steered.images[0])
+    assert set(d[0]["attribute_probs"]) == {"Smiling"} and set(d[0]["race_probs"]) == {"White", "Black", "East Asian"}
+
+
+def test_identity_and_race_terms_and_report(tiny_generator, extractor):
+    G = tiny_generator
+    targets = torch.rand(2, 3, 112, 112)
+    ctl = Controls(extractor, FixedAlign(G.resolution), ControlConfig(), targets=targets, race="Black")
+    assert ctl.used == ["sim", "race"]
+    res, ok, seeds = controlled_search(G, torch.rand(1, 3, 4, 4), ctl, num_seeds=2, steps=3)
+    assert set(res.extra) == {"sim", "race"} and ok.shape == (1, 2) and seeds.tolist() == [[0, 1]]
+    d = ctl.describe(res.images[0])
+    assert len(d[0]["target_angles_deg"]) == 2
+
+
+def test_rejected_results_are_retried_with_new_seeds(tiny_generator, extractor):
+    G = tiny_generator
+    impossible = ControlConfig(attr_max=-1.0, retries=2)  # no result can pass
+    ctl = Controls(extractor, FixedAlign(G.resolution), impossible, attrs=["Male=1"])
+    calls = []
+    thumbs = torch.rand(2, 3, 4, 4)
+    res, ok, seeds = controlled_search(G, thumbs, ctl, retries=2, num_seeds=2, steps=2,
+                                       progress=lambda step, rec: calls.append(step))
+    assert not ok.any()  # reported honestly as rejected
+    assert len(calls) == 3 * 2  # the first search and two retries, 2 steps each
+    assert seeds.min() >= 0 and seeds.max() <= 5  # slots may hold results of later seeds
+    assert torch.isfinite(res.total).all()
+    # each slot's recorded seed is the one whose search produced the kept result
+    for n in range(2):
+        for k in range(2):
+            s = int(seeds[n, k])
+            alone, _, _ = controlled_search(G, thumbs[n:n + 1], ctl, seed=s, num_seeds=1, steps=2)
+            assert torch.allclose(alone.total[0, 0], res.total[n, k], rtol=1e-4)
