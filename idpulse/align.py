@@ -91,21 +91,23 @@ class FaceDetector:
         return np.asarray(points[ok[int(np.argmax(areas))]], dtype=np.float64)
 
 
-def align_face(im: Image.Image, landmarks: np.ndarray, size: int) -> torch.Tensor:
-    """Warps a photo so its landmarks land on `crop_template(size)`; -> (3, size, size) in [0, 1].
+def align_face(im: Image.Image, landmarks: np.ndarray, size: int, template: np.ndarray | None = None) -> torch.Tensor:
+    """Warps a photo so its landmarks land on `template` (default `crop_template(size)`, the
+    generator's frame; `ARCFACE_112` for the extractor's); -> (3, size, size) in [0, 1].
 
     A photo much larger than the crop is first box-filtered down (so the bilinear warp does not
     alias), keeping the landmarks in step.
     """
     from .imageio import pil_to_tensor
 
-    M = similarity_transform(landmarks, crop_template(size))
+    template = crop_template(size) if template is None else template
+    M = similarity_transform(landmarks, template)
     scale = float(np.sqrt(abs(np.linalg.det(M[:, :2]))))
     k = int(1 / scale) if scale < 1 else 1
     if k > 1:
         im = im.reduce(k)
         landmarks = (landmarks + 0.5) / k - 0.5
-        M = similarity_transform(landmarks, crop_template(size))
+        M = similarity_transform(landmarks, template)
     x = pil_to_tensor(im)[None]
     return warp_affine(x, torch.as_tensor(M, dtype=torch.float32)[None], size)[0].clamp(0, 1)
 

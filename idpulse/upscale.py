@@ -19,12 +19,13 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError, write_run_info
+from .control import ControlConfig, Controls, controlled_search
 from .distributed import resolve_device
 from .errors import UserError
 from .generator.stylegan import Generator
 from .generator.weights import load_generator, load_pulse_generator
 from .imageio import IMAGE_EXTS, center_crop_square, load_rgb, make_grid, pil_to_tensor, save_png
-from .pulse import PulseResult, downscale, pulse_search
+from .pulse import PulseResult, best_index, downscale
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,6 +73,15 @@ class InputConfig:
 
 
 @dataclass
+class RequestConfig:
+    """What the result must keep (Eq. 5-7); empty: plain PULSE."""
+
+    race: str = ""  # a class name of the extractor's race head, e.g. Black
+    attrs: list[str] = field(default_factory=list)  # e.g. [Smiling=1, Male=0]
+    targets: list[str] = field(default_factory=list)  # photos of the person (L_sim)
+
+
+@dataclass
 class UpscaleConfig:
     device: str = "cpu"  # cpu, cuda, cuda:N or auto
     out: str = "out"
@@ -79,6 +89,8 @@ class UpscaleConfig:
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     pulse: PulseConfig = field(default_factory=PulseConfig)
     input: InputConfig = field(default_factory=InputConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    request: RequestConfig = field(default_factory=RequestConfig)
 
 
 def _resolve(path: str) -> Path:
@@ -174,8 +186,14 @@ def _write_json(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def save_results(thumbs: list[Thumbnail], res: PulseResult, out: Path, resolution: int, seeds: list[int]) -> list[dict]:
-    """Writes each thumbnail's images, grid and result.json; returns the JSON records."""
+def save_results(thumbs: list[Thumbnail], res: PulseResult, out: Path, resolution: int, seeds: torch.Tensor,
+                 accepted: torch.Tensor, described: list[list[dict]] | None = None,
+                 compare: list[tuple[str, torch.Tensor]] = ()) -> list[dict]:
+    """Writes each thumbnail's images, grids and result.json; returns the JSON records.
+
+    seeds, accepted (N, S): the seed behind each kept result and whether it passed; described:
+    per image and seed, the extractor's report; compare: (label, (N, 3, R, R)) columns of the
+    comparison grid (plain PULSE and each control)."""
     records = []
     for i, th in enumerate(thumbs):
         folder = out / th.name
@@ -185,24 +203,32 @@ def save_results(thumbs: list[Thumbnail], res: PulseResult, out: Path, resolutio
         up_bicubic = torch.nn.functional.interpolate(th.image[None], size=resolution, mode="bicubic",
                                                      align_corners=False)[0].clamp(0, 1)
         per_seed, tiles, labels = [], [up_nearest, up_bicubic], ["input", "bicubic"]
-        for k, seed in enumerate(seeds):
+        for k in range(res.images.shape[1]):
+            seed = int(seeds[i, k])
             fname = f"seed{seed}.png"
             save_png(res.images[i, k], folder / fname)
-            ok = bool(res.success[i, k])
-            per_seed.append({"seed": seed, "file": fname, "success": ok,
-                             "ds_loss": float(res.ds_loss[i, k]), "geocross": float(res.geocross[i, k]),
-                             "total": float(res.total[i, k]), "best_step": int(res.best_step[i, k]),
-                             **{f"{n}_loss": float(v[i, k]) for n, v in res.extra.items()}})
+            ok = bool(accepted[i, k])
+            rec = {"seed": seed, "file": fname, "success": bool(res.success[i, k]), "accepted": ok,
+                   "ds_loss": float(res.ds_loss[i, k]), "geocross": float(res.geocross[i, k]),
+                   "total": float(res.total[i, k]), "best_step": int(res.best_step[i, k]),
+                   **{f"{n}_loss": float(v[i, k]) for n, v in res.extra.items()}}
+            if described is not None:
+                rec.update(described[i][k])
+            per_seed.append(rec)
             tiles.append(res.images[i, k])
             labels.append(f"s{seed} {'ok' if ok else 'x'}")
         make_grid(tiles, labels).save(folder / "grid.png")
+        if compare:
+            cols = [up_nearest, up_bicubic] + [imgs[i] for _, imgs in compare]
+            make_grid(cols, ["input", "bicubic"] + [label for label, _ in compare]).save(folder / "compare.png")
         if res.frames:  # one row per seed, one column per saved step
-            frames = [f[i, k] for k in range(len(seeds)) for _, f in res.frames]
-            make_grid(frames, [f"step {s}" for _ in seeds for s, _ in res.frames], ncol=len(res.frames)).save(
-                folder / "frames.png")
+            frames = [f[i, k] for k in range(res.images.shape[1]) for _, f in res.frames]
+            make_grid(frames, [f"step {s}" for _ in range(res.images.shape[1]) for s, _ in res.frames],
+                      ncol=len(res.frames)).save(folder / "frames.png")
+        best = max(range(len(per_seed)), key=lambda k: (per_seed[k]["accepted"], -per_seed[k]["total"]))
         rec = {"input": str(th.source), "kind": th.kind, "notes": th.notes + ([th.info] if th.info else []),
-               "success": bool(res.image_success[i]),
-               "best_seed": seeds[int(res.best_seed()[i])], "eps": res.eps, "results": per_seed}
+               "success": any(r["accepted"] for r in per_seed), "best_seed": per_seed[best]["seed"],
+               "eps": res.eps, "results": per_seed}
         _write_json(rec, folder / "result.json")
         records.append(rec)
     return records
@@ -215,6 +241,52 @@ def _unique_names(thumbs: list[Thumbnail], taken: set[str]) -> None:
             n += 1
             th.name = f"{base}_{n}"
         taken.add(th.name)
+
+
+def build_controls(cfg: UpscaleConfig, G: Generator, detector=None) -> tuple[Controls | None, list]:
+    """The requested controls (all together) and each alone with its grid label; (None, []) if none."""
+    req = cfg.request
+    if not (req.race or req.attrs or req.targets):
+        return None, []
+    from .align import ARCFACE_112, DetectedAlign, FaceDetector, FixedAlign, align_face
+    from .extractor import load_extractor
+
+    path = _resolve(cfg.control.extractor)
+    if not path.is_file():
+        raise UserError(f"no extractor checkpoint at {cfg.control.extractor}: give --extractor FILE "
+                        "(scripts/train_extractor.py trains one)")
+    device = G.device
+    f = load_extractor(path).to(device)
+    mode = cfg.control.align
+    if mode == "auto":
+        mode = "detected" if cfg.generator.synthesis else "fixed"
+    if mode not in ("fixed", "detected"):
+        raise ConfigError(f"control.align must be fixed, detected or auto, got {mode!r}")
+    align = FixedAlign(G.resolution) if mode == "fixed" else DetectedAlign(G.resolution)
+    align = align.to(device)
+    targets = None
+    if req.targets:
+        detector = detector or FaceDetector(min_prob=cfg.input.min_face_prob)
+        faces = []
+        for t in req.targets:
+            im, _ = load_rgb(t)
+            lm = detector.landmarks(im)
+            if lm is None:
+                raise UserError(f"target photo {t}: no face found; give a photo with a clear frontal face")
+            faces.append(align_face(im, lm, 112, ARCFACE_112))
+        targets = torch.stack(faces).to(device)  # (K, 3, 112, 112)
+
+    def make(**kw):
+        return Controls(f, align, cfg.control, **kw)
+
+    singles = []
+    if req.race:
+        singles.append((f"race={req.race}", make(race=req.race)))
+    for a in req.attrs:
+        singles.append((a, make(attrs=[a])))
+    if targets is not None:
+        singles.append(("identity", make(targets=targets)))
+    return make(race=req.race or None, attrs=req.attrs, targets=targets), singles
 
 
 def run_upscale(cfg: UpscaleConfig, inputs: list[str], *, progress: bool = True) -> int:
@@ -255,19 +327,32 @@ def run_upscale(cfg: UpscaleConfig, inputs: list[str], *, progress: bool = True)
             say(f"note: {f}: {th.info}")
         thumbs.append(th)
     _unique_names(thumbs, set())
+    controls, singles = build_controls(cfg, G, detector)
     pkw = dataclasses.asdict(cfg.pulse)
-    seeds = [cfg.pulse.seed + k for k in range(cfg.pulse.num_seeds)]
+    retries = cfg.control.retries if controls is not None else 0
     summary, t0 = [], time.time()
     chunks = [thumbs[i:i + cfg.batch_images] for i in range(0, len(thumbs), max(cfg.batch_images, 1))]
     for ci, chunk in enumerate(chunks):
         if progress and len(chunks) > 1:
             say(f"batch {ci + 1}/{len(chunks)}: {', '.join(t.name for t in chunk)}")
         batch = torch.stack([t.image for t in chunk])
-        res = pulse_search(G, batch, progress=progress, **pkw)
-        for rec in save_results(chunk, res, out, G.resolution, seeds):
+        res, accepted, seeds = controlled_search(G, batch, controls, retries=retries, progress=progress, **pkw)
+        described, compare = None, []
+        if controls is not None:
+            described = [controls.describe(res.images[i]) for i in range(len(chunk))]
+            # the comparison grid: plain PULSE, each control alone, and all together (best seed each)
+            columns = [("PULSE", None), *singles] + ([("all", controls)] if len(singles) > 1 else [])
+            for label, ctl in columns:
+                if ctl is controls or (ctl is not None and len(singles) == 1):  # the search just run
+                    r, ok = res, accepted
+                else:
+                    r, ok, _ = controlled_search(G, batch, ctl, progress=progress, **pkw)
+                compare.append((label, r.images[torch.arange(len(chunk)), best_index(r.total, ok)]))
+        for rec in save_results(chunk, res, out, G.resolution, seeds, accepted, described, compare):
             summary.append({"input": rec["input"], "success": rec["success"], "best_seed": rec["best_seed"],
                             "ds_loss": min(r["ds_loss"] for r in rec["results"])})
-            say(f"{'matched' if rec['success'] else 'NOT matched'} within eps {cfg.pulse.eps:g}: "
+            what = "accepted" if controls is not None else "matched within eps"
+            say(f"{what if rec['success'] else 'NOT ' + what} (eps {cfg.pulse.eps:g}): "
                 f"{rec['input']} -> {out / Path(rec['input']).stem}")
     _write_json({"seconds": time.time() - t0, "images": summary, "failed_inputs": failed}, out / "summary.json")
     if failed:

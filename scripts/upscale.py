@@ -14,6 +14,10 @@ Outputs, per input X: OUT/X/seed<k>.png (one face per seed), OUT/X/grid.png (inp
 results), OUT/X/result.json (final losses, success within eps); OUT/config.yaml holds the
 resolved config. Any config key can be set as --section.key=value (see idpulse/upscale.py:
 UpscaleConfig), e.g. --pulse.learning_rate=0.2 --generator.checkpoint=my_generator.pt.
+With --race, --attr or --target the search is steered by the extractor (Eq. 8); a result whose
+downscale loss is above eps or whose control loss is above its threshold (--control.attr_max
+...) is rejected and searched again with new seeds (--control.retries), and reported honestly
+as not accepted if no attempt passes. OUT/X/compare.png then shows plain PULSE and each control.
 Exit status: 0 if every input was processed, 1 if some input was unusable, 2 on a usage error.
 """
 
@@ -35,19 +39,33 @@ def main(argv=None):
     p.add_argument("--eps", type=float, help="success threshold on the mean squared downscaling error (2e-3)")
     p.add_argument("--out", help="output folder (default out/)")
     p.add_argument("--device", help="cpu, cuda, cuda:N or auto (default cpu)")
+    p.add_argument("--race", help="keep this race (a class of the extractor's race head, e.g. Black): Eq. 6")
+    p.add_argument("--attr", action="append", metavar="NAME=0|1",
+                   help="keep a CelebA attribute, e.g. --attr Smiling=1 --attr Male=0 (repeatable): Eq. 7")
+    p.add_argument("--target", action="append", metavar="PHOTO",
+                   help="a photo of the person, to keep their identity (repeatable): Eq. 5")
+    p.add_argument("--extractor", help="extractor checkpoint for the controls (default checkpoints/extractor_f.pt)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    args, overrides = p.parse_known_args(argv)
-    flags = {"--pulse.num_seeds": args.seeds, "--pulse.steps": args.steps, "--pulse.eps": args.eps,
-             "--out": args.out, "--device": args.device}
-    overrides += [f"{k}={v}" for k, v in flags.items() if v is not None]
-    unknown = [o for o in overrides if not o.startswith("--") or "=" not in o]
+    args, rest = p.parse_known_args(argv)
+    unknown = [o for o in rest if not o.startswith("--") or "=" not in o]
     if unknown:
         p.error(f"unrecognised argument {unknown[0]!r} (config keys are set as --section.key=value)")
 
-    from idpulse.config import load_config
+    from idpulse.config import load_config, parse_overrides
     from idpulse.upscale import UpscaleConfig, run_upscale
 
-    cfg = load_config(UpscaleConfig, args.config, overrides)
+    ov = parse_overrides(rest)
+    flags = {("pulse", "num_seeds"): args.seeds, ("pulse", "steps"): args.steps, ("pulse", "eps"): args.eps,
+             ("out",): args.out, ("device",): args.device, ("request", "race"): args.race,
+             ("request", "attrs"): args.attr, ("request", "targets"): args.target,
+             ("control", "extractor"): args.extractor}
+    for keys, value in flags.items():
+        if value is not None:  # flags win over the config file and --section.key overrides
+            node = ov
+            for k in keys[:-1]:
+                node = node.setdefault(k, {})
+            node[keys[-1]] = value
+    cfg = load_config(UpscaleConfig, args.config, ov)
     return run_upscale(cfg, args.inputs, progress=not args.quiet)
 
 

@@ -129,3 +129,67 @@ def test_config_and_checkpoint_errors(tmp_path):
     assert r.returncode == 2 and "does not divide" in one_line_error(r)[0]
     r = run(tmp_path / "missing.png", *FAST)
     assert r.returncode == 2 and "no such file" in one_line_error(r)[0]
+
+
+@pytest.fixture(scope="module")
+def extractor_file(tmp_path_factory):
+    import torch
+
+    from idpulse.data import CELEBA_ATTRIBUTES
+    from idpulse.extractor import FaceExtractor, save_extractor
+
+    torch.manual_seed(0)
+    f = FaceExtractor(backbone="iresnet18", width=0.125, race_classes=["White", "Black", "Asian"],
+                      attribute_names=CELEBA_ATTRIBUTES)
+    path = tmp_path_factory.mktemp("ext") / "f.pt"
+    save_extractor(f.eval(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def astronaut(tmp_path_factory):
+    from skimage import data
+
+    path = tmp_path_factory.mktemp("photo") / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(path)
+    return path
+
+
+def test_controls_end_to_end(tmp_path, extractor_file, astronaut):
+    out = tmp_path / "out"
+    r = run(thumb(tmp_path / "a.png"), "--out", out, *FAST, "--extractor", extractor_file, "--race", "Black",
+            "--attr", "Smiling=1", "--target", astronaut, "--control.retries=0")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((out / "a" / "result.json").read_text())
+    res = rec["results"][0]
+    for key in ("sim_loss", "race_loss", "attr_loss", "race_probs", "attribute_probs", "target_angles_deg",
+                "accepted", "ds_loss"):
+        assert key in res, key
+    assert set(res["attribute_probs"]) == {"Smiling"} and len(res["target_angles_deg"]) == 1
+    assert abs(sum(res["race_probs"].values()) - 1) < 1e-4
+    # input, bicubic, PULSE, three single controls and all together
+    assert Image.open(out / "a" / "compare.png").width == 2 + 7 * (16 + 2)
+
+
+def test_bad_control_requests(tmp_path, extractor_file):
+    t = thumb(tmp_path / "a.png")
+    r = run(t, *FAST, "--extractor", extractor_file, "--race", "Martian", "--out", tmp_path / "o1")
+    assert r.returncode == 2 and "knows: White, Black, Asian" in one_line_error(r)[0]
+    r = run(t, *FAST, "--extractor", extractor_file, "--attr", "Smiles=1", "--out", tmp_path / "o2")
+    assert r.returncode == 2 and "unknown attribute 'Smiles'" in one_line_error(r)[0]
+    wall = tmp_path / "wall.png"
+    Image.new("RGB", (120, 120), (128, 128, 128)).save(wall)
+    r = run(t, *FAST, "--extractor", extractor_file, "--target", wall, "--out", tmp_path / "o3")
+    assert r.returncode == 2 and "target photo" in one_line_error(r)[0] and "no face" in r.stderr
+    r = run(t, *FAST, "--race", "Black", "--extractor", tmp_path / "none.pt", "--out", tmp_path / "o4")
+    assert r.returncode == 2 and "no extractor checkpoint" in one_line_error(r)[0]
+
+
+def test_impossible_eps_is_an_honest_rejection(tmp_path, extractor_file):
+    out = tmp_path / "out"
+    r = run(thumb(tmp_path / "a.png"), "--out", out, *FAST, "--extractor", extractor_file, "--attr", "Male=1",
+            "--eps", "1e-9", "--control.retries=1")
+    assert r.returncode == 0, r.stderr
+    assert "NOT accepted" in r.stderr and "Traceback" not in r.stderr
+    rec = json.loads((out / "a" / "result.json").read_text())
+    assert rec["success"] is False and not any(x["accepted"] for x in rec["results"])

@@ -3,7 +3,7 @@
 from .downsample import BicubicDownsample, downscale
 from .losses import downscale_loss, geocross
 from .optim import SphericalOptimizer, lr_lambda
-from .search import LossTerm, PulseInit, PulseResult, pulse_search
+from .search import LossTerm, PulseInit, PulseResult, best_index, pulse_search
 
-__all__ = ["BicubicDownsample", "LossTerm", "PulseInit", "PulseResult", "SphericalOptimizer", "downscale",
+__all__ = ["BicubicDownsample", "LossTerm", "best_index", "PulseInit", "PulseResult", "SphericalOptimizer", "downscale",
            "downscale_loss", "geocross", "lr_lambda", "pulse_search"]

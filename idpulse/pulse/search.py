@@ -23,6 +23,13 @@ from .losses import downscale_loss, geocross
 from .optim import OPTIMIZERS, SphericalOptimizer, lr_lambda
 
 
+def best_index(total: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """(N, S) objectives and pass flags -> (N,): per image the passing seed with the lowest
+    objective, or the lowest objective where none passes."""
+    masked = torch.where(ok, total, torch.full_like(total, float("inf")))
+    return torch.where(ok.any(dim=1), masked.argmin(dim=1), total.argmin(dim=1))
+
+
 @dataclass
 class LossTerm:
     """An extra term of the objective (Eq. 8's control losses plug in here).
@@ -69,8 +76,7 @@ class PulseResult:
 
     def best_seed(self) -> torch.Tensor:
         """(N,) the seed to show per image: a successful one, lowest total among those."""
-        masked = torch.where(self.success, self.total, torch.full_like(self.total, float("inf")))
-        return torch.where(self.image_success, masked.argmin(dim=1), self.total.argmin(dim=1))
+        return best_index(self.total, self.success)
 
 
 def _noise_maps(G: Generator, batch: int, seeds: list[int], *, noise_type: str, trainable_layers: int,
