@@ -23,11 +23,11 @@ upscale: $(STAMP)
 	$(BIN)/python scripts/upscale.py data/astronaut.png --out out/astronaut
 
 test: $(STAMP)
-	$(BIN)/ruff check idpulse scripts tests
+	$(BIN)/ruff check idpulse scripts tests benchmarks
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check idpulse scripts tests
+	$(BIN)/ruff check idpulse scripts tests benchmarks
 
 clean:
 	rm -rf $(VENV) out
