@@ -12,6 +12,7 @@ results with new seeds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -23,7 +24,7 @@ from .pulse import LossTerm, PulseResult, pulse_search
 @dataclass
 class ControlConfig:
     extractor: str = "checkpoints/extractor_f.pt"
-    align: str = "auto"  # fixed | detected | auto (fixed for idpulse generators, detected for PULSE's)
+    align: Literal["auto", "fixed", "detected"] = "auto"  # auto: fixed for idpulse generators, detected for PULSE's
     sim_weight: float = 5.0
     race_weight: float = 5.0
     attr_weight: float = 5.0

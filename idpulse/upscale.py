@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -52,16 +53,23 @@ class PulseConfig:
     steps: int = 100
     eps: float = 2e-3
     learning_rate: float = 0.4
-    lr_schedule: str = "linear1cycledrop"
-    optimizer: str = "adam"
-    loss: str = "L2"
+    lr_schedule: Literal["linear1cycledrop", "linear1cycle", "fixed"] = "linear1cycledrop"
+    optimizer: Literal["adam", "sgd", "sgdm", "adamax"] = "adam"
+    loss: Literal["L2", "L1"] = "L2"
     ds_weight: float = 100.0
     geocross_weight: float = 0.05
-    noise_type: str = "trainable"
+    noise_type: Literal["trainable", "fixed", "zero"] = "trainable"
     num_trainable_noise_layers: int = 5
     bad_noise_layers: list[int] = field(default_factory=lambda: [-1])
     tile_latent: bool = False
     save_every: int = 0
+
+    def __post_init__(self):
+        for key in ("num_seeds", "steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"config key 'pulse.{key}' must be at least 1, got {getattr(self, key)}")
+        if self.eps < 0:
+            raise ConfigError(f"config key 'pulse.eps' must be >= 0, got {self.eps}")
 
 
 @dataclass
@@ -260,8 +268,6 @@ def build_controls(cfg: UpscaleConfig, G: Generator, detector=None) -> tuple[Con
     mode = cfg.control.align
     if mode == "auto":
         mode = "detected" if cfg.generator.synthesis else "fixed"
-    if mode not in ("fixed", "detected"):
-        raise ConfigError(f"control.align must be fixed, detected or auto, got {mode!r}")
     align = FixedAlign(G.resolution) if mode == "fixed" else DetectedAlign(G.resolution)
     align = align.to(device)
     targets = None

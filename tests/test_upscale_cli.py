@@ -125,6 +125,10 @@ def test_config_and_checkpoint_errors(tmp_path):
     junk.write_bytes(b"junk")
     r = run(t, "--steps", "3", f"--generator.checkpoint={junk}", "--out", tmp_path / "o")
     assert r.returncode == 2 and "cannot read" in one_line_error(r)[0]
+    r = run(t, *FAST, "--pulse.loss=L3", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "pulse.loss" in one_line_error(r)[0] and "L1" in one_line_error(r)[0]
+    r = run(t, *FAST, "--steps", "0", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "pulse.steps" in one_line_error(r)[0]
     r = run(t, *FAST, "--input.thumbnail_size=3", "--out", tmp_path / "o")
     assert r.returncode == 2 and "does not divide" in one_line_error(r)[0]
     r = run(tmp_path / "missing.png", *FAST)

@@ -98,8 +98,6 @@ def _noise_maps(G: Generator, batch: int, seeds: list[int], *, noise_type: str, 
         if noise_type == "trainable" and i < trainable_layers and i not in bad:
             t.requires_grad_(True)
             trainable.append(t)
-        elif noise_type not in ("zero", "fixed", "trainable"):
-            raise ValueError(f"unknown noise_type {noise_type!r} (use zero, fixed, trainable)")
         noise.append(t)
     return noise, trainable
 
@@ -144,6 +142,13 @@ def pulse_search(
         raise ValueError(f"thumbnail size {size} does not divide the generator's {G.resolution} px")
     if steps < 1 or num_seeds < 1:
         raise ValueError("steps and num_seeds must be at least 1")
+    if noise_type not in ("zero", "fixed", "trainable"):
+        raise ValueError(f"unknown noise_type {noise_type!r} (use zero, fixed, trainable)")
+    if loss not in ("L2", "L1"):
+        raise ValueError(f"unknown downscale loss {loss!r} (use L2 or L1)")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r} (use {', '.join(OPTIMIZERS)})")
+    lr_lambda(lr_schedule, steps)  # raises for an unknown schedule
     device, dtype = G.device, G.w_mean.dtype
     n_img = thumbnails.shape[0]
     batch = n_img * num_seeds
@@ -166,8 +171,6 @@ def pulse_search(
                                     device=device, dtype=dtype, init=init.noise if init is not None else None,
                                     per_seed=num_seeds)
     params = [v, *noise_vars]
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r} (use {', '.join(OPTIMIZERS)})")
     opt = SphericalOptimizer(params, OPTIMIZERS[optimizer](params, lr=learning_rate))
     sched = torch.optim.lr_scheduler.LambdaLR(opt.opt, lr_lambda(lr_schedule, steps))
 
