@@ -1,0 +1,38 @@
+"""Independent judges: a ResNet-18 (not the extractor's architecture), with honest test metrics."""
+
+import torch
+from conftest import need_shared
+
+from idpulse.config import load_config
+from idpulse.evaluation.judges import Judge, JudgeConfig, evaluate, held_out, load_judge, save_judge, train_judge
+
+
+def test_metrics_and_round_trip(tmp_path):
+    torch.manual_seed(0)
+    j = Judge("race", ["a", "b", "c"], size=32).eval()
+    imgs = torch.randint(0, 255, (10, 3, 32, 32), dtype=torch.uint8)
+    preds = j.predict(imgs.float() / 255)
+    m = evaluate(j, imgs, preds, "cpu")
+    assert m["accuracy"] == 1.0  # its own predictions as labels
+    m = evaluate(j, imgs, (preds + 1) % 3, "cpu")
+    assert m["accuracy"] == 0.0
+    save_judge(j, tmp_path / "j.pt", meta={"metrics": m})
+    j2, meta = load_judge(tmp_path / "j.pt")
+    assert torch.equal(j2.predict(imgs.float() / 255), preds) and meta["metrics"]["accuracy"] == 0.0
+    assert "ResNet" in type(j.net).__name__
+
+
+def test_split_is_fixed():
+    assert held_out("000001.jpg") == held_out("000001.jpg")
+    frac = sum(held_out(f"{i:06d}.jpg") for i in range(5000)) / 5000
+    assert 0.07 < frac < 0.13
+
+
+def test_tiny_race_judge_trains_on_shared_data(tmp_path):
+    need_shared("data", "utkface", "images")
+    cfg = load_config(JudgeConfig, None, ["--kind=race", f"--out={tmp_path / 'race.pt'}", "--size=32",
+                                          "--epochs=1", "--batch=16", "--max_images=64"])
+    m = train_judge(cfg, progress=False)
+    assert 0.0 <= m["accuracy"] <= 1.0 and m["test_images"] == 64
+    judge, meta = load_judge(tmp_path / "race.pt")
+    assert judge.names == ["White", "Black", "Asian", "Indian", "Others"] and meta["metrics"] == m
