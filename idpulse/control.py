@@ -56,36 +56,67 @@ def parse_attributes(specs: list[str], names: list[str]) -> dict[int, int]:
 
 
 class Controls:
-    """The requested controls for one search, as loss terms, an acceptance test and a report."""
+    """The requested controls for one search, as loss terms, an acceptance test and a report.
+
+    Shared requests (the CLI's): every image gets the same race / attributes, and L_sim is the
+    mean over all target photos. With `per_image=True` (the tables'), `targets` holds one photo
+    per image, `race` one name per image and `attrs` one request list per image. Batch rows are
+    image-major (image n's seeds are rows n*S .. n*S+S-1), as `pulse_search` lays them out.
+    """
 
     def __init__(self, f: FaceExtractor, align: torch.nn.Module, cfg: ControlConfig, *,
-                 targets: torch.Tensor | None = None, race: str | None = None, attrs: list[str] | None = None):
+                 targets: torch.Tensor | None = None, race=None, attrs=None, per_image: bool = False):
         self.f, self.align, self.cfg = f.eval().requires_grad_(False), align, cfg
+        self.per_image = per_image
         self.target_feats = None
         if targets is not None and len(targets):
             with torch.no_grad():
                 self.target_feats = f(targets)  # (K, 512) of the aligned target photos
-        self.race = None
-        if race is not None:
+        self.race = None  # (N,) class indices per image, or one index for all
+        if race:
             if f.race_head is None:
                 raise UserError("this extractor has no race head: give one trained with use_race")
-            self.race = race_index(race, f.race_head.class_names)
-        self.attrs = {}
+            names = f.race_head.class_names
+            self.race = torch.tensor([race_index(r, names) for r in race]) if per_image else race_index(race, names)
+        self.attrs = {}  # {index: value}, or a list of them per image
         if attrs:
             if f.attr_head is None:
                 raise UserError("this extractor has no attribute head: give one trained with use_attr")
-            self.attrs = parse_attributes(attrs, f.attr_head.attribute_names)
+            names = f.attr_head.attribute_names
+            self.attrs = [parse_attributes(a, names) for a in attrs] if per_image else parse_attributes(attrs, names)
 
     @property
     def used(self) -> list[str]:
         return (["sim"] if self.target_feats is not None else []) + (["race"] if self.race is not None else []) + \
             (["attr"] if self.attrs else [])
 
+    @staticmethod
+    def _per_row(values: torch.Tensor, rows: int) -> torch.Tensor:
+        """Per-image values (N, ...) -> per-row (rows, ...), image-major."""
+        return values.repeat_interleave(rows // len(values), dim=0)
+
     def _sim(self, feats: torch.Tensor) -> torch.Tensor:
-        """Eq. 5, mean over the target photos: (B, 512) -> (B,)."""
+        """Eq. 5: (B, 512) -> (B,); per image: its own target, else the mean over the targets."""
         t = self.target_feats
-        ang = angle_deg(feats[:, None, :].expand(-1, len(t), -1), t[None].expand(len(feats), -1, -1))  # (B, K)
+        if self.per_image:
+            ang = angle_deg(feats, self._per_row(t, len(feats)))[:, None]  # (B, 1)
+        else:
+            ang = angle_deg(feats[:, None, :].expand(-1, len(t), -1), t[None].expand(len(feats), -1, -1))  # (B, K)
         return similarity_loss(ang, 1.0, threshold=self.f.theta_thr, temperature=self.f.config["temperature"]).mean(1)
+
+    def _race(self, feats: torch.Tensor) -> torch.Tensor:
+        """Eq. 6: (B, 512) -> (B,)."""
+        r = self._per_row(self.race, len(feats)) if self.per_image else \
+            torch.full((len(feats),), self.race, dtype=torch.long)
+        return self.f.race_head.loss(feats, r.to(feats.device))
+
+    def _attr(self, feats: torch.Tensor) -> torch.Tensor:
+        """Eq. 7: (B, 512) -> (B,)."""
+        if not self.per_image:
+            return self.f.attr_head.requested_loss(feats, self.attrs)
+        per = len(feats) // len(self.attrs)
+        return torch.cat([self.f.attr_head.requested_loss(feats[i * per:(i + 1) * per], req) if req
+                          else feats.new_zeros(per) for i, req in enumerate(self.attrs)])
 
     def terms(self) -> list[LossTerm]:
         cache: dict = {}
@@ -99,12 +130,9 @@ class Controls:
         if self.target_feats is not None:
             out.append(LossTerm("sim", self.cfg.sim_weight, lambda img, ws: self._sim(feats(img))))
         if self.race is not None:
-            r = self.race
-            out.append(LossTerm("race", self.cfg.race_weight, lambda img, ws: self.f.race_head.loss(
-                feats(img), torch.full((img.shape[0],), r, dtype=torch.long, device=img.device))))
+            out.append(LossTerm("race", self.cfg.race_weight, lambda img, ws: self._race(feats(img))))
         if self.attrs:
-            out.append(LossTerm("attr", self.cfg.attr_weight,
-                                lambda img, ws: self.f.attr_head.requested_loss(feats(img), self.attrs)))
+            out.append(LossTerm("attr", self.cfg.attr_weight, lambda img, ws: self._attr(feats(img))))
         return out
 
     def accepted(self, res: PulseResult) -> torch.Tensor:

@@ -72,3 +72,21 @@ def test_rejected_results_are_retried_with_new_seeds(tiny_generator, extractor):
             s = int(seeds[n, k])
             alone, _, _ = controlled_search(G, thumbs[n:n + 1], ctl, seed=s, num_seeds=1, steps=2)
             assert torch.allclose(alone.total[0, 0], res.total[n, k], rtol=1e-4)
+
+
+def test_per_image_requests_use_each_images_own_target_and_class(extractor):
+    align = FixedAlign(16)
+    targets = torch.rand(2, 3, 112, 112)
+    ctl = Controls(extractor, align, ControlConfig(), targets=targets, race=["White", "Black"],
+                   attrs=[["Smiling=1"], []], per_image=True)
+    feats = torch.randn(4, 512)  # 2 images x 2 seeds, image-major
+    with torch.no_grad():
+        tf = extractor(targets)
+    from idpulse.extractor import angle_deg, similarity_loss
+
+    want_sim = similarity_loss(angle_deg(feats, tf.repeat_interleave(2, 0)), 1.0, threshold=extractor.theta_thr)
+    assert torch.allclose(ctl._sim(feats), want_sim, atol=1e-5)
+    want_race = extractor.race_head.loss(feats, torch.tensor([0, 0, 1, 1]))
+    assert torch.allclose(ctl._race(feats), want_race)
+    attr = ctl._attr(feats)
+    assert torch.allclose(attr[:2], extractor.attr_head.requested_loss(feats[:2], {0: 1})) and (attr[2:] == 0).all()

@@ -1,0 +1,294 @@
+"""The paper's tables (PAPER_NOTES section 4) from one config, judged independently, resumable.
+
+- Table 1 / Appendix B: angles under `f_arc` and `f` for CelebA-Same, CelebA-Diff, PULSE-Pairs
+  (a photo, the plain PULSE result of its thumbnail), Lookalike-Baseline (result optimised with
+  L_sim towards the photo under f_arc) and Lookalike-Ours (the same under f).
+- Table 2: race re-identification of thumbnails (UTKFace test split) by the race judge, for plain
+  PULSE, L_sim (towards the source photo), L_race (the source's race) and both.
+- Table 3: re-identification of the paper's five attributes by the attribute judge (its reading of
+  the source photo is the reference), for plain PULSE, L_sim under f_arc, L_sim under f, L_attr.
+Every PULSE result is cached as PNG + JSON under `<out>/cache/`, so a killed run continues.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..align import FixedAlign
+from ..config import to_dict, write_run_info
+from ..control import ControlConfig, Controls, controlled_search
+from ..distributed import resolve_device
+from ..extractor import angle_deg, load_extractor
+from ..imageio import pil_to_tensor, save_png
+from ..pulse import downscale
+from ..upscale import GeneratorConfig, build_generator
+from .judges import PAPER_ATTRIBUTES, load_judge
+from .table1 import histogram_png, table1
+
+PAPER_TABLE2 = {"PULSE": 20.5, "L_sim": 40.1, "L_race": 53.5, "L_sim+L_race": 92.1}
+PAPER_TABLE3 = {"PULSE": 70.5, "L_sim (f_arc)": 70.9, "L_sim (f)": 79.6, "L_attr": 96.0}
+
+
+@dataclass
+class TablesConfig:
+    out: str = "reports/tables"
+    device: str = "cpu"
+    data_root: str = ""
+    split: str = "test"  # CelebA partition of the pairs (identities never trained on)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    f_arc: str = "checkpoints/extractor_f_arc.pt"
+    f: str = "checkpoints/extractor_f.pt"
+    race_judge: str = "checkpoints/judges/race.pt"
+    attr_judge: str = "checkpoints/judges/attr.pt"
+    pairs: int = 100  # pairs per Table 1 set
+    race_faces: int = 100
+    attr_faces: int = 100
+    thumbnail_size: int = 8
+    steps: int = 100
+    eps: float = 2e-3
+    batch: int = 25
+    seed: int = 0
+    control: ControlConfig = field(default_factory=ControlConfig)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def proportion_ci(k: int, n: int) -> tuple[float, float]:
+    from .generator_report import wilson
+
+    return wilson(k, n)
+
+
+class Cache:
+    """PULSE results by key (PNG + JSON), written as they are made: the resume mechanism."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def get(self, key: str):
+        meta = self.folder / f"{key}.json"
+        if not meta.is_file():
+            return None
+        from PIL import Image
+
+        return pil_to_tensor(Image.open(self.folder / f"{key}.png").convert("RGB")), json.loads(meta.read_text())
+
+    def put(self, key: str, img: torch.Tensor, info: dict) -> None:
+        save_png(img, self.folder / f"{key}.png")
+        tmp = self.folder / f"{key}.json.tmp"
+        tmp.write_text(json.dumps(info))
+        tmp.replace(self.folder / f"{key}.json")  # the JSON last: its presence means the item is done
+
+
+def run_strategy(G, faces: torch.Tensor, keys: list[str], controls_for, cache: Cache, cfg: TablesConfig,
+                 retries: int) -> torch.Tensor:
+    """PULSE results (N, 3, R, R) for `faces` (N, 3, R, R), cached by key; `controls_for(idx)` gives
+    the Controls for a batch of indices (None for plain PULSE)."""
+    out = [None] * len(faces)
+    todo = []
+    for i, k in enumerate(keys):
+        hit = cache.get(k)
+        if hit is None:
+            todo.append(i)
+        else:
+            out[i] = hit[0]
+    for s in range(0, len(todo), cfg.batch):
+        idx = todo[s:s + cfg.batch]
+        thumbs = downscale(faces[idx].to(G.device), cfg.thumbnail_size).clamp(0, 1)
+        res, ok, seeds = controlled_search(G, thumbs, controls_for(idx), retries=retries, seed=cfg.seed,
+                                           steps=cfg.steps, eps=cfg.eps)
+        for j, i in enumerate(idx):
+            cache.put(keys[i], res.images[j, 0], {"ds_loss": float(res.ds_loss[j, 0]), "accepted": bool(ok[j, 0]),
+                                                  "seed": int(seeds[j, 0])})
+            # 8-bit, exactly as the cache's PNG holds it: a resumed run then sees the same pixels
+            out[i] = (res.images[j, 0].clamp(0, 1) * 255).round() / 255
+    return torch.stack(out)
+
+
+def eval_tables(cfg: TablesConfig) -> dict:
+    from ..data import UTKFACE_RACES, CelebA, UTKFace
+
+    t0 = time.time()
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_run_info(out, cfg)
+    device = resolve_device(cfg.device)
+    G = build_generator(cfg.generator, device)
+    R = G.resolution
+    align = FixedAlign(R).to(device)
+    f_arc, f = load_extractor(cfg.f_arc).to(device), load_extractor(cfg.f).to(device)
+    race_judge, race_meta = load_judge(cfg.race_judge)
+    attr_judge, attr_meta = load_judge(cfg.attr_judge)
+    race_judge, attr_judge = race_judge.to(device), attr_judge.to(device)
+    cache = Cache(out / "cache")
+    root = Path(cfg.data_root) if cfg.data_root else None
+    g = torch.Generator().manual_seed(cfg.seed)
+
+    # --- Table 1: pair sets ---
+    ds = CelebA(root / "celeba" if root else None, split=cfg.split, size=R)
+    ids = ds.labels["identity"]
+    by_id: dict[int, list[int]] = {}
+    for i, k in enumerate(ids):
+        by_id.setdefault(int(k), []).append(i)
+    multi = sorted(k for k, v in by_id.items() if len(v) >= 2)
+    same, diff = [], []
+    for k in torch.randperm(len(multi), generator=g)[: cfg.pairs].tolist():
+        v = by_id[multi[k]]
+        a, b = torch.randperm(len(v), generator=g)[:2].tolist()
+        same.append((v[a], v[b]))
+    while len(diff) < cfg.pairs:
+        a, b = torch.randint(len(ds), (2,), generator=g).tolist()
+        if ids[a] != ids[b]:
+            diff.append((a, b))
+
+    def load(idx):
+        return torch.stack([ds[i]["image"] for i in idx])
+
+    srcs = [a for a, _ in same]  # the photos whose thumbnails PULSE upscales
+    src_faces = load(srcs)
+    plain = run_strategy(G, src_faces, [f"t1_pulse_{i}" for i in srcs], lambda idx: None, cache, cfg, 0)
+
+    def sim_with(ext, name):  # lookalikes: results optimised with L_sim towards their own source photo
+        def controls_for(idx):
+            return Controls(ext, align, cfg.control, targets=align(src_faces[idx].to(device)), per_image=True)
+
+        return run_strategy(G, src_faces, [f"t1_{name}_{i}" for i in srcs], controls_for, cache, cfg, 0)
+
+    look_base, look_ours = sim_with(f_arc, "sim_farc"), sim_with(f, "sim_f")
+
+    def angles(ext, a_imgs, b_imgs):
+        res = []
+        with torch.no_grad():
+            for s in range(0, len(a_imgs), 64):
+                fa = ext(align(a_imgs[s:s + 64].to(device)))
+                fb = ext(align(b_imgs[s:s + 64].to(device)))
+                res.append(angle_deg(fa, fb).cpu())
+        return torch.cat(res)
+
+    sets = {}
+    for name, ext in (("f_arc", f_arc), ("f", f)):
+        sets[name] = {
+            "CelebA-Same": angles(ext, src_faces, load([b for _, b in same])),
+            "CelebA-Diff": angles(ext, load([a for a, _ in diff]), load([b for _, b in diff])),
+            "PULSE-Pairs": angles(ext, src_faces, plain),
+            "Lookalike-Baseline": angles(ext, src_faces, look_base),
+            "Lookalike-Ours": angles(ext, src_faces, look_ours),
+        }
+        histogram_png(sets[name], out / f"appendix_b_{name}.png", f"angles under {name}")
+    t1 = table1(sets["f_arc"], sets["f"])
+
+    # --- Table 2: race re-identification (UTKFace test split, judged by the race judge) ---
+    utk = UTKFace(root / "utkface" if root else None, split="test", size=R)
+    pick = torch.randperm(len(utk), generator=g)[: cfg.race_faces].tolist()
+    rfaces = torch.stack([utk[i]["image"] for i in pick])
+    rtrue = torch.tensor([int(utk.labels["race"][i]) for i in pick])
+    names = f.race_head.class_names if f.race_head is not None else []
+    t2 = {}
+    if names:
+        def race_name(i):  # UTKFace's label in the extractor's class names, when it has it
+            n = UTKFACE_RACES[int(rtrue[i])]
+            return n if n in names else names[0]
+
+        strategies = {
+            "PULSE": lambda idx: None,
+            "L_sim": lambda idx: Controls(f, align, cfg.control, targets=align(rfaces[idx].to(device)),
+                                          per_image=True),
+            "L_race": lambda idx: Controls(f, align, cfg.control, race=[race_name(i) for i in idx], per_image=True),
+            "L_sim+L_race": lambda idx: Controls(f, align, cfg.control, race=[race_name(i) for i in idx],
+                                                 targets=align(rfaces[idx].to(device)), per_image=True),
+        }
+        for sname, ctl in strategies.items():
+            imgs = run_strategy(G, rfaces, [f"t2_{sname}_{i}" for i in pick], ctl, cache, cfg, 0)
+            pred = race_judge.predict(imgs.to(device)).cpu()
+            k = int((pred == rtrue).sum())
+            t2[sname] = {"reid": k / len(pred), "ci95": proportion_ci(k, len(pred)), "n": len(pred)}
+
+    # --- Table 3: attribute re-identification (judge's reading of the source as reference) ---
+    pick = torch.randperm(len(ds), generator=g)[: cfg.attr_faces].tolist()
+    afaces = load(pick)
+    cols = [attr_judge.names.index(a) for a in PAPER_ATTRIBUTES]
+    ref = attr_judge.predict(afaces.to(device)).cpu()[:, cols]  # (N, 5)
+    t3 = {}
+    attr_names = f.attr_head.attribute_names if f.attr_head is not None else []
+
+    def attr_controls(idx):
+        reqs = [[f"{a}={int(ref[i, j])}" for j, a in enumerate(PAPER_ATTRIBUTES) if a in attr_names] for i in idx]
+        return Controls(f, align, cfg.control, attrs=reqs, per_image=True)
+
+    strategies = {
+        "PULSE": lambda idx: None,
+        "L_sim (f_arc)": lambda idx: Controls(f_arc, align, cfg.control, targets=align(afaces[idx].to(device)),
+                                              per_image=True),
+        "L_sim (f)": lambda idx: Controls(f, align, cfg.control, targets=align(afaces[idx].to(device)),
+                                          per_image=True),
+    }
+    if attr_names:
+        strategies["L_attr"] = attr_controls
+    for sname, ctl in strategies.items():
+        imgs = run_strategy(G, afaces, [f"t3_{sname.replace(' ', '_')}_{i}" for i in pick], ctl, cache, cfg, 0)
+        pred = attr_judge.predict(imgs.to(device)).cpu()[:, cols]
+        hits = (pred == ref)
+        k, n = int(hits.sum()), hits.numel()
+        t3[sname] = {"reid": k / n, "ci95": proportion_ci(k, n), "n": n,
+                     "per_attribute": {a: float(hits[:, j].float().mean()) for j, a in enumerate(PAPER_ATTRIBUTES)}}
+
+    hashes = {k: sha256(Path(p)) for k, p in (("f_arc", cfg.f_arc), ("f", cfg.f), ("race_judge", cfg.race_judge),
+                                               ("attr_judge", cfg.attr_judge))}
+    report = {"table1": t1, "table2": t2, "table3": t3, "paper_table2": PAPER_TABLE2, "paper_table3": PAPER_TABLE3,
+              "judges": {"race": race_meta.get("metrics"), "attr": attr_meta.get("metrics")},
+              "hashes": hashes, "config": to_dict(cfg), "seconds": time.time() - t0}
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
+    (out / "report.md").write_text(render(report))
+    return report
+
+
+def render(r: dict) -> str:
+    def pm(s):
+        return f"{s['mean']:.1f} ± {s['sd']:.1f}"
+
+    lines = ["# The paper's tables, reproduced", "",
+             "Numbers from the models named by the config (hashes below); the paper's numbers beside them. "
+             "95% confidence intervals in brackets.", "", "## Table 1: angles between pairs (degrees)", "",
+             "| set | f_arc (ours) | f (ours) | f_arc (paper) | f (paper) |", "| --- | --- | --- | --- | --- |"]
+    t1 = r["table1"]
+    for k, (pa, pf) in t1["paper"].items():
+        if k in t1["f"]["stats"]:
+            lines.append(f"| {k} | {pm(t1['f_arc']['stats'][k])} | {pm(t1['f']['stats'][k])} | "
+                         f"{pa[0]} ± {pa[1]} | {pf[0]} ± {pf[1]} |")
+    lines += ["", "| one threshold | f_arc: Same+Diff | f_arc: Lookalike-Baseline | f: Same+Diff | "
+              "f: Lookalike-Baseline |", "| --- | --- | --- | --- | --- |"]
+    for opt in ("opt1", "opt2"):
+        row = []
+        for name in ("f_arc", "f"):
+            per = t1[name][opt]["per_set"]
+            sd = (per["CelebA-Same"] + per["CelebA-Diff"]) / 2
+            row += [f"{100 * sd:.1f}%", f"{100 * per['Lookalike-Baseline']:.1f}%"]
+        lines.append(f"| {opt.upper()} | " + " | ".join(row) + " |")
+    lines += ["", "Paper: Opt 1 96.6% / 32.4% (f_arc), 96.8% / 98.9% (f); Opt 2 94.5% / 88.0%, 96.6% / 99.4%.", "",
+              "![Appendix B, f_arc](appendix_b_f_arc.png) ![Appendix B, f](appendix_b_f.png)", ""]
+    for title, key, paper in (("Table 2: race re-identification", "table2", r["paper_table2"]),
+                              ("Table 3: attribute re-identification", "table3", r["paper_table3"])):
+        lines += [f"## {title}", "", "| strategy | ours | paper |", "| --- | --- | --- |"]
+        for s, v in r[key].items():
+            lines.append(f"| {s} | {100 * v['reid']:.1f}% ({100 * v['ci95'][0]:.1f}-{100 * v['ci95'][1]:.1f}) "
+                         f"| {paper.get(s, math.nan)}% |")
+        lines.append("")
+    lines += ["## Models", "", *[f"- {k}: sha256 {v}" for k, v in r["hashes"].items()],
+              f"- judges' own test metrics: {json.dumps(r['judges'], default=float)[:400]}", "",
+              f"Wall time: {r['seconds'] / 60:.1f} min.", ""]
+    return "\n".join(lines)
+
