@@ -23,7 +23,8 @@ from .pulse import LossTerm, PulseResult, pulse_search
 
 @dataclass
 class ControlConfig:
-    extractor: str = "checkpoints/extractor_f.pt"
+    extractor: str = "checkpoints/extractor_f.pt"  # ours, or insightface's backbone.pth (no heads)
+    backbone: str = "iresnet100"  # the architecture of a bare backbone.pth given as extractor
     align: Literal["auto", "fixed", "detected"] = "auto"  # auto: fixed for idpulse generators, detected for PULSE's
     sim_weight: float = 5.0
     race_weight: float = 5.0

@@ -257,14 +257,14 @@ def build_controls(cfg: UpscaleConfig, G: Generator, detector=None) -> tuple[Con
     if not (req.race or req.attrs or req.targets):
         return None, []
     from .align import ARCFACE_112, DetectedAlign, FaceDetector, FixedAlign, align_face
-    from .extractor import load_extractor
+    from .extractor import load_any_extractor
 
     path = _resolve(cfg.control.extractor)
     if not path.is_file():
         raise UserError(f"no extractor checkpoint at {cfg.control.extractor}: give --extractor FILE "
                         "(scripts/train_extractor.py trains one)")
     device = G.device
-    f = load_extractor(path).to(device)
+    f = load_any_extractor(path, cfg.control.backbone).to(device)
     mode = cfg.control.align
     if mode == "auto":
         mode = "detected" if cfg.generator.synthesis else "fixed"

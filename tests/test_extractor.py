@@ -201,3 +201,17 @@ def test_detected_alignment_agrees_with_fixed_on_an_aligned_face():
     assert (a - b).abs().mean() < 0.03  # same frame up to landmark noise
     blank = torch.full((1, 3, 128, 128), 0.5)
     assert torch.allclose(det(blank), FixedAlign(128)(blank)) and det.found == [False]
+
+
+def test_bare_insightface_backbone_as_extractor(tmp_path):
+    from idpulse.errors import CheckpointError
+    from idpulse.extractor import load_any_extractor
+
+    net = get_backbone("iresnet18", width=1.0)
+    torch.save(net.state_dict(), tmp_path / "backbone.pth")
+    f = load_any_extractor(tmp_path / "backbone.pth", "iresnet18")
+    assert f.race_head is None and f.attr_head is None
+    x = torch.rand(1, 3, 112, 112)
+    assert torch.allclose(f(x), net.eval()(x * 2 - 1))  # insightface's [-1, 1] input normalisation
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_any_extractor(tmp_path / "backbone.pth", "iresnet50")

@@ -3,7 +3,8 @@ attribute heads, and the similarity loss S_t (Eq. 4)."""
 
 from .backbones import BACKBONES, IRSE, IResNet, get_backbone
 from .losses import ArcFaceHead, AttributeHead, RaceHead, angle_deg, similarity_loss
-from .model import FaceExtractor, load_extractor, load_insightface_backbone, save_extractor
+from .model import FaceExtractor, load_any_extractor, load_extractor, load_insightface_backbone, save_extractor
 
 __all__ = ["BACKBONES", "IRSE", "ArcFaceHead", "AttributeHead", "FaceExtractor", "IResNet", "RaceHead", "angle_deg",
-           "get_backbone", "load_extractor", "load_insightface_backbone", "save_extractor", "similarity_loss"]
+           "get_backbone", "load_any_extractor", "load_extractor", "load_insightface_backbone", "save_extractor",
+           "similarity_loss"]

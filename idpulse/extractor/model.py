@@ -66,6 +66,16 @@ def load_extractor(path: str | os.PathLike) -> FaceExtractor:
 def load_insightface_backbone(path: str | os.PathLike, name: str = "iresnet100") -> FaceExtractor:
     """insightface's arcface_torch `backbone.pth` (or TreB1eN's `model_ir_se50.pth` with
     name="ir_se50") as a FaceExtractor without heads."""
-    f = FaceExtractor(backbone=name)
+    with torch.random.fork_rng(devices=[]):
+        f = FaceExtractor(backbone=name)
     load_state_dict_strict(f.backbone, torch_load(Path(path), f"{name} weights"), f"{name} weights {path}")
     return f.eval().requires_grad_(False)
+
+
+def load_any_extractor(path: str | os.PathLike, backbone: str = "iresnet100") -> FaceExtractor:
+    """Our extractor format, or else a bare backbone state dict (insightface's `backbone.pth`,
+    TreB1eN's `model_ir_se50.pth` with backbone="ir_se50"), which gives f without heads."""
+    ckpt = torch_load(path, "extractor checkpoint")
+    if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
+        return load_extractor(path)
+    return load_insightface_backbone(path, backbone)
