@@ -37,6 +37,12 @@ def test_tables_smoke_resume_and_reproducible(tmp_path):
     assert set(r1["table3"]) == {"PULSE", "L_sim (f_arc)", "L_sim (f)", "L_attr"}
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "Table 1" in md and "51.5 ± 13.4" in md and "92.1%" in md  # the paper's numbers beside ours
+    try:
+        import dlib  # noqa: F401
+    except ImportError:
+        assert "skipped" in r1["identity"]
+    else:
+        assert set(r1["identity"]) == {"photo (reference)", "PULSE", "L_sim (f_arc)", "L_sim (f)"}
     cached = sorted((tmp_path / "rep" / "cache").glob("*.json"))
     assert len(cached) == 3 * 3 + 3 * 4 + 3 * 4
     stamps = [p.stat().st_mtime_ns for p in cached]

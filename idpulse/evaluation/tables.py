@@ -25,6 +25,7 @@ from ..align import FixedAlign
 from ..config import to_dict, write_run_info
 from ..control import ControlConfig, Controls, controlled_search
 from ..distributed import resolve_device
+from ..errors import UserError
 from ..extractor import angle_deg, load_extractor
 from ..imageio import pil_to_tensor, save_png
 from ..pulse import downscale
@@ -191,6 +192,23 @@ def eval_tables(cfg: TablesConfig) -> dict:
         histogram_png(sets[name], out / f"appendix_b_{name}.png", f"angles under {name}")
     t1 = table1(sets["f_arc"], sets["f"])
 
+    # --- identity: dlib distance of each result to another photo of the person (optional judge) ---
+    identity = {}
+    try:
+        from .identity import DlibIdentity
+
+        judge = DlibIdentity()
+    except UserError as e:
+        identity = {"skipped": str(e)}
+    else:
+        others = load([b for _, b in same])
+        for sname, imgs in (("photo (reference)", src_faces), ("PULSE", plain), ("L_sim (f_arc)", look_base),
+                            ("L_sim (f)", look_ours)):
+            d = torch.tensor([judge.distance(a, b) for a, b in zip(imgs, others)])
+            k = int((d < 0.6).sum())
+            identity[sname] = {"mean_distance": float(d.mean()), "same_person": k / len(d),
+                               "ci95": proportion_ci(k, len(d)), "n": len(d)}
+
     # --- Table 2: race re-identification (UTKFace test split, judged by the race judge) ---
     utk = UTKFace(root / "utkface" if root else None, split="test", size=R)
     pick = torch.randperm(len(utk), generator=g)[: cfg.race_faces].tolist()
@@ -248,7 +266,8 @@ def eval_tables(cfg: TablesConfig) -> dict:
 
     hashes = {k: sha256(Path(p)) for k, p in (("f_arc", cfg.f_arc), ("f", cfg.f), ("race_judge", cfg.race_judge),
                                                ("attr_judge", cfg.attr_judge))}
-    report = {"table1": t1, "table2": t2, "table3": t3, "paper_table2": PAPER_TABLE2, "paper_table3": PAPER_TABLE3,
+    report = {"table1": t1, "table2": t2, "table3": t3, "identity": identity,
+              "paper_table2": PAPER_TABLE2, "paper_table3": PAPER_TABLE3,
               "judges": {"race": race_meta.get("metrics"), "attr": attr_meta.get("metrics")},
               "hashes": hashes, "config": to_dict(cfg), "seconds": time.time() - t0}
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
@@ -286,6 +305,15 @@ def render(r: dict) -> str:
         for s, v in r[key].items():
             lines.append(f"| {s} | {100 * v['reid']:.1f}% ({100 * v['ci95'][0]:.1f}-{100 * v['ci95'][1]:.1f}) "
                          f"| {paper.get(s, math.nan)}% |")
+        lines.append("")
+    lines += ["## Identity (dlib, distance to another photo of the person; < 0.6 = same person)", ""]
+    if "skipped" in r["identity"]:
+        lines += [f"Skipped: {r['identity']['skipped']}", ""]
+    else:
+        lines += ["| results | mean distance | judged the same person |", "| --- | --- | --- |"]
+        for s, v in r["identity"].items():
+            lines.append(f"| {s} | {v['mean_distance']:.3f} | {100 * v['same_person']:.1f}% "
+                         f"({100 * v['ci95'][0]:.1f}-{100 * v['ci95'][1]:.1f}) |")
         lines.append("")
     lines += ["## Models", "", *[f"- {k}: sha256 {v}" for k, v in r["hashes"].items()],
               f"- judges' own test metrics: {json.dumps(r['judges'], default=float)[:400]}", "",
