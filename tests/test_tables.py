@@ -14,8 +14,7 @@ from idpulse.generator.stylegan import Generator
 from idpulse.generator.weights import save_generator
 
 
-def test_tables_smoke_resume_and_reproducible(tmp_path):
-    need_shared("data", "celeba", "images")
+def _tiny_models(tmp_path):
     torch.manual_seed(0)
     G = Generator(resolution=16, fmap_base=32, fmap_max=16, mapping_layers=2)
     G.fit_gaussian(1000)
@@ -29,7 +28,12 @@ def test_tables_smoke_resume_and_reproducible(tmp_path):
             f"--f_arc={tmp_path / 'f_arc.pt'}", f"--f={tmp_path / 'f.pt'}",
             f"--race_judge={tmp_path / 'race.pt'}", f"--attr_judge={tmp_path / 'attr.pt'}",
             "--pairs=3", "--race_faces=3", "--attr_faces=3", "--thumbnail_size=4", "--steps=2", "--batch=2"]
-    cfg = load_config(TablesConfig, None, over)
+    return over
+
+
+def test_tables_smoke_resume_and_reproducible(tmp_path):
+    need_shared("data", "celeba", "images")
+    cfg = load_config(TablesConfig, None, _tiny_models(tmp_path))
     r1 = eval_tables(cfg)
     assert set(r1["table1"]["f"]["stats"]) == {"CelebA-Same", "CelebA-Diff", "PULSE-Pairs", "Lookalike-Baseline",
                                                "Lookalike-Ours"}
@@ -50,3 +54,20 @@ def test_tables_smoke_resume_and_reproducible(tmp_path):
     assert [p.stat().st_mtime_ns for p in cached] == stamps
     for key in ("table1", "table2", "table3"):
         assert json.dumps(r1[key], default=float) == json.dumps(r2[key], default=float)
+
+
+def test_tables_sharded_over_two_ranks(tmp_path):
+    need_shared("data", "celeba", "images")
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    over = _tiny_models(tmp_path)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "eval_tables.py"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(script), *over],
+                       capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(list((tmp_path / "rep" / "cache").glob("*.json"))) == 3 * 3 + 3 * 4 + 3 * 4
+    assert "world_size: 2" in (tmp_path / "rep" / "run.yaml").read_text()
+    assert json.loads((tmp_path / "rep" / "report.json").read_text())["table2"]

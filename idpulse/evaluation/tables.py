@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
+from .. import distributed as dist_utils
 from ..align import FixedAlign
 from ..config import to_dict, write_run_info
 from ..control import ControlConfig, Controls, controlled_search
-from ..distributed import resolve_device
 from ..errors import UserError
 from ..extractor import angle_deg, load_extractor
 from ..imageio import pil_to_tensor, save_png
@@ -98,15 +98,10 @@ class Cache:
 def run_strategy(G, faces: torch.Tensor, keys: list[str], controls_for, cache: Cache, cfg: TablesConfig,
                  retries: int) -> torch.Tensor:
     """PULSE results (N, 3, R, R) for `faces` (N, 3, R, R), cached by key; `controls_for(idx)` gives
-    the Controls for a batch of indices (None for plain PULSE)."""
-    out = [None] * len(faces)
-    todo = []
-    for i, k in enumerate(keys):
-        hit = cache.get(k)
-        if hit is None:
-            todo.append(i)
-        else:
-            out[i] = hit[0]
+    the Controls for a batch of indices (None for plain PULSE). Under torchrun each rank searches
+    its share (index % world == rank) into the shared cache, then every rank reads all of it."""
+    rank, world = dist_utils.rank(), dist_utils.world_size()
+    todo = [i for i, k in enumerate(keys) if i % world == rank and cache.get(k) is None]
     for s in range(0, len(todo), cfg.batch):
         idx = todo[s:s + cfg.batch]
         thumbs = downscale(faces[idx].to(G.device), cfg.thumbnail_size).clamp(0, 1)
@@ -115,19 +110,39 @@ def run_strategy(G, faces: torch.Tensor, keys: list[str], controls_for, cache: C
         for j, i in enumerate(idx):
             cache.put(keys[i], res.images[j, 0], {"ds_loss": float(res.ds_loss[j, 0]), "accepted": bool(ok[j, 0]),
                                                   "seed": int(seeds[j, 0])})
-            # 8-bit, exactly as the cache's PNG holds it: a resumed run then sees the same pixels
-            out[i] = (res.images[j, 0].clamp(0, 1) * 255).round() / 255
-    return torch.stack(out)
+    dist_utils.barrier()
+    # read back from the cache: 8-bit PNGs, so a fresh, a resumed and a sharded run see the same pixels
+    return torch.stack([cache.get(k)[0] for k in keys])
+
+
+def _identity_table(photos, others, plain, look_base, look_ours) -> dict:
+    """dlib distance of each strategy's results (and of the photos themselves) to another photo."""
+    try:
+        from .identity import DlibIdentity
+
+        judge = DlibIdentity()
+    except UserError as e:
+        return {"skipped": str(e)}
+    table = {}
+    for sname, imgs in (("photo (reference)", photos), ("PULSE", plain), ("L_sim (f_arc)", look_base),
+                        ("L_sim (f)", look_ours)):
+        d = torch.tensor([judge.distance(a, b) for a, b in zip(imgs, others)])
+        k = int((d < 0.6).sum())
+        table[sname] = {"mean_distance": float(d.mean()), "same_person": k / len(d),
+                        "ci95": proportion_ci(k, len(d)), "n": len(d)}
+    return table
 
 
 def eval_tables(cfg: TablesConfig) -> dict:
     from ..data import UTKFACE_RACES, CelebA, UTKFace
 
     t0 = time.time()
+    device = dist_utils.init(cfg.device)
+    main = dist_utils.is_main()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_run_info(out, cfg)
-    device = resolve_device(cfg.device)
+    if main:
+        write_run_info(out, cfg, {"world_size": dist_utils.world_size()})
     G = build_generator(cfg.generator, device)
     R = G.resolution
     align = FixedAlign(R).to(device)
@@ -189,25 +204,12 @@ def eval_tables(cfg: TablesConfig) -> dict:
             "Lookalike-Baseline": angles(ext, src_faces, look_base),
             "Lookalike-Ours": angles(ext, src_faces, look_ours),
         }
-        histogram_png(sets[name], out / f"appendix_b_{name}.png", f"angles under {name}")
+        if main:
+            histogram_png(sets[name], out / f"appendix_b_{name}.png", f"angles under {name}")
     t1 = table1(sets["f_arc"], sets["f"])
 
     # --- identity: dlib distance of each result to another photo of the person (optional judge) ---
-    identity = {}
-    try:
-        from .identity import DlibIdentity
-
-        judge = DlibIdentity()
-    except UserError as e:
-        identity = {"skipped": str(e)}
-    else:
-        others = load([b for _, b in same])
-        for sname, imgs in (("photo (reference)", src_faces), ("PULSE", plain), ("L_sim (f_arc)", look_base),
-                            ("L_sim (f)", look_ours)):
-            d = torch.tensor([judge.distance(a, b) for a, b in zip(imgs, others)])
-            k = int((d < 0.6).sum())
-            identity[sname] = {"mean_distance": float(d.mean()), "same_person": k / len(d),
-                               "ci95": proportion_ci(k, len(d)), "n": len(d)}
+    identity = _identity_table(src_faces, load([b for _, b in same]), plain, look_base, look_ours) if main else {}
 
     # --- Table 2: race re-identification (UTKFace test split, judged by the race judge) ---
     utk = UTKFace(root / "utkface" if root else None, split="test", size=R)
@@ -270,8 +272,11 @@ def eval_tables(cfg: TablesConfig) -> dict:
               "paper_table2": PAPER_TABLE2, "paper_table3": PAPER_TABLE3,
               "judges": {"race": race_meta.get("metrics"), "attr": attr_meta.get("metrics")},
               "hashes": hashes, "config": to_dict(cfg), "seconds": time.time() - t0}
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
-    (out / "report.md").write_text(render(report))
+    if main:
+        (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
+        (out / "report.md").write_text(render(report))
+    dist_utils.barrier()
+    dist_utils.shutdown()
     return report
 
 
