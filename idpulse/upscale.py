@@ -354,12 +354,13 @@ def run_upscale(cfg: UpscaleConfig, inputs: list[str], *, progress: bool = True)
                 else:
                     r, ok, _ = controlled_search(G, batch, ctl, progress=progress, **pkw)
                 compare.append((label, r.images[torch.arange(len(chunk)), best_index(r.total, ok)]))
-        for rec in save_results(chunk, res, out, G.resolution, seeds, accepted, described, compare):
+        for th, rec in zip(chunk, save_results(chunk, res, out, G.resolution, seeds, accepted, described, compare)):
             summary.append({"input": rec["input"], "success": rec["success"], "best_seed": rec["best_seed"],
                             "ds_loss": min(r["ds_loss"] for r in rec["results"])})
-            what = "accepted" if controls is not None else "matched within eps"
-            say(f"{what if rec['success'] else 'NOT ' + what} (eps {cfg.pulse.eps:g}): "
-                f"{rec['input']} -> {out / Path(rec['input']).stem}")
+            what = "accepted" if controls is not None else "matched"
+            say(f"{what if rec['success'] else 'NOT ' + what} within eps {cfg.pulse.eps:g}"
+                f"{' and the control thresholds' if controls is not None else ''}: "
+                f"{rec['input']} -> {out / th.name}")
     _write_json({"seconds": time.time() - t0, "images": summary, "failed_inputs": failed}, out / "summary.json")
     if failed:
         say(f"error: {len(failed)} of {len(files)} input(s) could not be used; the others were written to {out}")

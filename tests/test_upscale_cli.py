@@ -63,6 +63,7 @@ def test_rgba_grayscale_and_odd_sizes_are_converted_with_warnings(tmp_path):
     r = run(*files, "--out", out, *FAST)
     assert r.returncode == 0, r.stderr
     assert "RGBA image: transparency composited over white" in r.stderr
+    assert f"-> {out / 'rgba'}" in r.stderr
     assert "L image converted to RGB" in r.stderr
     assert "centre-cropped" in r.stderr and "resized" in r.stderr
     for f in files:
@@ -194,6 +195,6 @@ def test_impossible_eps_is_an_honest_rejection(tmp_path, extractor_file):
     r = run(thumb(tmp_path / "a.png"), "--out", out, *FAST, "--extractor", extractor_file, "--attr", "Male=1",
             "--eps", "1e-9", "--control.retries=1")
     assert r.returncode == 0, r.stderr
-    assert "NOT accepted" in r.stderr and "Traceback" not in r.stderr
+    assert "NOT accepted within eps 1e-09 and the control thresholds" in r.stderr and "Traceback" not in r.stderr
     rec = json.loads((out / "a" / "result.json").read_text())
     assert rec["success"] is False and not any(x["accepted"] for x in rec["results"])
