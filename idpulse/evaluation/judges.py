@@ -148,7 +148,9 @@ def train_judge(cfg: JudgeConfig, *, progress: bool = True) -> dict:
 
 def save_judge(judge: Judge, path: str | Path, meta: dict | None = None) -> None:
     atomic_save({"format": FORMAT, "kind": judge.kind, "names": judge.names, "size": judge.size,
-                 "state_dict": {k: v.detach().cpu() for k, v in judge.state_dict().items()},
+                 # float weights stored as fp16 (half the size in the repository; loading casts back)
+                 "state_dict": {k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()
+                                for k, v in judge.state_dict().items()},
                  "meta": dict(meta or {})}, path)
 
 

@@ -54,7 +54,7 @@ def load_state_dict_strict(module: torch.nn.Module, state: dict, what: str) -> N
             k = shapes[0]
             parts.append(f"shape mismatch at {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
                          + (f" (+{len(shapes) - 1} more)" if len(shapes) > 1 else ""))
-        raise CheckpointError(f"{what} does not fit the generator: " + "; ".join(parts))
+        raise CheckpointError(f"{what} does not fit the model: " + "; ".join(parts))
     module.load_state_dict(state, strict=True)
 
 
