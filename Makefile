@@ -20,7 +20,7 @@ install: $(STAMP)
 
 upscale: $(STAMP)
 	$(BIN)/python scripts/example_input.py data/astronaut.png
-	$(BIN)/python scripts/upscale.py data/astronaut.png --out out/astronaut
+	$(BIN)/python scripts/upscale.py data/astronaut.png --out out
 
 test: $(STAMP)
 	$(BIN)/ruff check idpulse scripts tests benchmarks
