@@ -110,6 +110,29 @@ def test_shared_utkface():
     assert ds[0]["age"].item() == int(name[0]) and ds[0]["race"].item() == int(name[2])
 
 
+def test_framing_moves_each_landmark_onto_the_crop_template(tmp_path):
+    """A tight crop (face zoomed 2x about the centre) is warped so that its landmarks, drawn as
+    bright dots, land on the CelebA frame's template points."""
+    from idpulse.align import crop_template
+    from idpulse.data.faces import FaceDataset
+
+    lm = (crop_template(96) - 48) * 2 + 48  # (5, 2) in the 96 px tight crop
+    img = np.zeros((96, 96, 3), np.uint8)
+    for x, y in lm.round().astype(int):
+        img[y - 1:y + 2, x - 1:x + 2] = 255
+    Image.fromarray(img).save(tmp_path / "a.png")
+    ds = FaceDataset(files=[tmp_path / "a.png"], size=64, landmarks=[lm.astype(np.float32)], frame=True)
+    item = ds[0]
+    x = item["image"].mean(0)  # (64, 64)
+    for (tx, ty) in crop_template(64):
+        assert x[round(ty), round(tx)] > 0.3, (tx, ty)  # a dot where the template says
+    assert x.mean() < 0.05  # and not everywhere
+    assert torch.allclose(item["landmarks"], torch.from_numpy(crop_template(64)).float())
+    assert torch.equal(ds.load_uint8(progress=False)[0], (item["image"] * 255).round().to(torch.uint8))
+    plain = FaceDataset(files=[tmp_path / "a.png"], size=48, landmarks=[lm.astype(np.float32)])
+    assert torch.allclose(plain[0]["landmarks"], torch.from_numpy(lm * 0.5).float())  # resized only
+
+
 def test_missing_dataset_is_a_clear_error(tmp_path):
     from idpulse.errors import UserError
 

@@ -3,8 +3,18 @@
 import torch
 from conftest import need_shared
 
+from idpulse.align import crop_template
 from idpulse.config import load_config
-from idpulse.evaluation.judges import Judge, JudgeConfig, evaluate, held_out, load_judge, save_judge, train_judge
+from idpulse.evaluation.judges import (
+    Judge,
+    JudgeConfig,
+    evaluate,
+    held_out,
+    load_judge,
+    save_judge,
+    tight_crop_box,
+    train_judge,
+)
 
 
 def test_metrics_and_round_trip(tmp_path):
@@ -29,6 +39,25 @@ def test_metrics_and_round_trip(tmp_path):
     assert "ResNet" in type(j.net).__name__
 
 
+def test_tight_crop_box_and_the_judge_looks_only_inside_it(tmp_path):
+    frame = crop_template(96)
+    assert max(abs(b - e) for b, e in zip(tight_crop_box([frame], 96), (0, 0, 1, 1))) < 0.01  # the frame itself
+    zoomed = (frame - 48) * 2 + 48  # tight crops showing the frame's central half, twice as large
+    box = tight_crop_box([zoomed, zoomed], 96)
+    assert max(abs(b - e) for b, e in zip(box, (0.25, 0.25, 0.75, 0.75))) < 0.01
+    torch.manual_seed(0)
+    j = Judge("race", ["a", "b"], size=16, box=box).eval()
+    x = torch.rand(2, 3, 64, 64)
+    y = x.clone()
+    y[..., :14, :] = 0  # outside the box: ignored
+    y[..., 52:, :] = 1
+    assert torch.equal(j(x), j(y))
+    y[..., 30, 30] += 0.5  # inside: seen
+    assert not torch.equal(j(x), j(y))
+    save_judge(j, tmp_path / "j.pt")
+    assert load_judge(tmp_path / "j.pt")[0].box == box
+
+
 def test_split_is_fixed():
     assert held_out("000001.jpg") == held_out("000001.jpg")
     frac = sum(held_out(f"{i:06d}.jpg") for i in range(5000)) / 5000
@@ -43,3 +72,5 @@ def test_tiny_race_judge_trains_on_shared_data(tmp_path):
     assert 0.0 <= m["accuracy"] <= 1.0 and m["test_images"] == 64
     judge, meta = load_judge(tmp_path / "race.pt")
     assert judge.names == ["White", "Black", "Asian", "Indian", "Others"] and meta["metrics"] == m
+    x0, y0, x1, y1 = judge.box  # UTKFace's tight crops cover the middle and lower part of the CelebA frame
+    assert 0.15 < x0 < 0.35 and 0.65 < x1 < 0.85 and 0.25 < y0 < 0.45 and y1 > 0.8

@@ -8,6 +8,7 @@ labels it has (`identity`, `attributes` (40,) in {0, 1}, `race`, `age`, `gender`
 from __future__ import annotations
 
 import csv
+import math
 import os
 import zlib
 from dataclasses import dataclass, field
@@ -57,6 +58,10 @@ class FaceDataset(torch.utils.data.Dataset):
     size: int = 0
     labels: dict[str, list] = field(default_factory=dict)  # label name -> one value per file
     landmarks: list[np.ndarray | None] = field(default_factory=list)
+    # Warp each image by its landmarks into the shared CelebA crops' frame (`align.crop_template`)
+    # instead of only resizing it: for sources cropped otherwise (UTKFace's tight crops), so that
+    # their faces sit where the bundled generator's do. Pixels outside the source repeat its border.
+    frame: bool = False
 
     def __len__(self) -> int:
         return len(self.files)
@@ -65,14 +70,33 @@ class FaceDataset(torch.utils.data.Dataset):
         with Image.open(self.files[i]) as im:
             return im.convert("RGB")
 
-    def __getitem__(self, i: int) -> dict:
+    def _load_uint8(self, i: int) -> tuple[torch.Tensor, float]:
+        """Image i as (3, S, S) uint8 at `size` (framed or resized), and the factor that maps
+        its stored landmarks into it (nan when framing replaced them by the template)."""
         im = self.load_pil(i)
+        lm = self.landmarks[i] if self.landmarks else None
+        if self.frame and lm is not None:
+            from ..align import align_face
+
+            x = align_face(im, lm.astype(np.float64), self.size or im.width)  # (3, S, S) in [0, 1]
+            return (x * 255).round().to(torch.uint8), float("nan")
         w0 = im.width
         if self.size and im.size != (self.size, self.size):
             im = im.resize((self.size, self.size), Image.BICUBIC, reducing_gap=None)
-        x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+        return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1), im.width / w0
+
+    def __getitem__(self, i: int) -> dict:
+        a, scale = self._load_uint8(i)
+        x = a.float() / 255.0
         lm = self.landmarks[i] if self.landmarks else None
-        lm = torch.full((5, 2), float("nan")) if lm is None else torch.from_numpy(lm * (im.width / w0))
+        if lm is None:
+            lm = torch.full((5, 2), float("nan"))
+        elif math.isnan(scale):  # framed: the landmarks are now the template's
+            from ..align import crop_template
+
+            lm = torch.from_numpy(crop_template(x.shape[-1]).astype(np.float32))
+        else:
+            lm = torch.from_numpy(lm * scale)
         item = {"image": x, "landmarks": lm, "path": str(self.files[i])}
         for name, values in self.labels.items():
             v = values[i]
@@ -84,7 +108,7 @@ class FaceDataset(torch.utils.data.Dataset):
         return FaceDataset(
             files=[self.files[i] for i in idx], size=self.size,
             labels={k: [v[i] for i in idx] for k, v in self.labels.items()},
-            landmarks=[self.landmarks[i] for i in idx] if self.landmarks else [],
+            landmarks=[self.landmarks[i] for i in idx] if self.landmarks else [], frame=self.frame,
         )
 
     def load_uint8(self, progress: bool = True) -> torch.Tensor:
@@ -93,10 +117,7 @@ class FaceDataset(torch.utils.data.Dataset):
 
         out = None
         for i in tqdm(range(len(self)), desc="loading images", disable=not progress, unit="img"):
-            im = self.load_pil(i)
-            if self.size and im.size != (self.size, self.size):
-                im = im.resize((self.size, self.size), Image.BICUBIC, reducing_gap=None)
-            a = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
+            a, _ = self._load_uint8(i)
             if out is None:
                 out = torch.empty((len(self), *a.shape), dtype=torch.uint8)
             out[i] = a
@@ -158,12 +179,14 @@ def CelebA(root: str | Path | None = None, *, split: str | tuple[str, ...] = "tr
     )
 
 
-def UTKFace(root: str | Path | None = None, *, size: int = 0, split: str = "all") -> FaceDataset:
+def UTKFace(root: str | Path | None = None, *, size: int = 0, split: str = "all", frame: bool = False) -> FaceDataset:
     """UTKFace crops named `age_gender_race_datetime.jpg.chip.jpg`; malformed names are skipped.
 
     Labels: `age`, `gender` (0 male, 1 female), `race` (index into `UTKFACE_RACES`).
     UTKFace has no official split: `split="train"`/`"test"` is a fixed 90/10 split by the CRC32
-    of the file name (the same on every machine), `"all"` is everything.
+    of the file name (the same on every machine), `"all"` is everything. The crops are tight to
+    the face; `frame=True` warps them by their landmarks into the CelebA crops' frame (the
+    generator's), the rest of that frame repeating the crop's border.
     """
     if split not in ("all", "train", "test"):
         raise UserError(f"UTKFace split must be all, train or test, got {split!r}")
@@ -183,7 +206,7 @@ def UTKFace(root: str | Path | None = None, *, size: int = 0, split: str = "all"
         gender.append(int(bits[1]))
         race.append(int(bits[2]))
     return FaceDataset(files=files, size=size, labels={"age": age, "gender": gender, "race": race},
-                       landmarks=[lms.get(p.name) for p in files])
+                       landmarks=[lms.get(p.name) for p in files], frame=frame)
 
 
 def FairFace(root: str | Path, *, split: str = "train", size: int = 0) -> FaceDataset:

@@ -2,9 +2,13 @@
 
 A judge is a torchvision ResNet-18 (a different architecture from the extractor's IResNet, so
 a face optimised against f cannot fool it by construction) on faces in the generator's frame
-(the shared crops resized to `size`): a race judge (UTKFace's 5 groups, UTKFace's train split)
-and an attribute judge (CelebA's 40, on the CelebA images with attributes, 10% held out).
-Each checkpoint stores its class names and its own test metrics.
+(the shared CelebA crops' frame): a race judge (UTKFace's 5 groups, UTKFace's train split) and
+an attribute judge (CelebA's 40, on the CelebA images with attributes, 10% held out). Each
+checkpoint stores its class names, its input box and its own test metrics.
+
+UTKFace's crops are tight to the face, so the race judge trains on them warped into the CelebA
+frame and looks only at `box`, the part of that frame a typical UTKFace crop covers: the same
+region of a generated face is what it judges, never the made-up border around a tight crop.
 """
 
 from __future__ import annotations
@@ -46,16 +50,37 @@ def judge_net(num_outputs: int) -> nn.Module:
     return resnet18(num_classes=num_outputs)
 
 
-class Judge(nn.Module):
-    """faces (B, 3, S, S) in [0, 1] -> logits; `names` are the classes (race) or attributes."""
+def tight_crop_box(landmarks: list, side: float) -> tuple[float, float, float, float]:
+    """Where a typical tight crop (`side` px, its faces' `landmarks` (5, 2) in its pixels) lies in
+    the CelebA crops' frame: (x0, y0, x1, y1) as fractions of the frame's side."""
+    import numpy as np
 
-    def __init__(self, kind: str, names: list[str], size: int = 64):
+    from ..align import crop_template, similarity_transform
+
+    mean = np.mean([lm for lm in landmarks if lm is not None], axis=0)  # (5, 2)
+    M = similarity_transform(mean, crop_template(1.0))  # crop px -> frame fractions
+    corners = np.array([[-0.5, -0.5, 1], [side - 0.5, -0.5, 1], [-0.5, side - 0.5, 1], [side - 0.5, side - 0.5, 1]])
+    q = corners @ M.T  # (4, 2); the pixel edges, as align's pixel centres are integers
+    lo, hi = np.clip(q.min(0) + 0.5 / 96, 0, 1), np.clip(q.max(0) + 0.5 / 96, 0, 1)
+    return (float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1]))
+
+
+class Judge(nn.Module):
+    """faces (B, 3, S, S) in [0, 1] in the CelebA frame -> logits; `names` are the classes (race)
+    or attributes; `box` (x0, y0, x1, y1), fractions of the side, is the region looked at."""
+
+    def __init__(self, kind: str, names: list[str], size: int = 64,
+                 box: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)):
         super().__init__()
-        self.kind, self.names, self.size = kind, list(names), size
+        self.kind, self.names, self.size, self.box = kind, list(names), size, tuple(float(b) for b in box)
         self.net = judge_net(len(names))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-1] != self.size:
+        if self.box != (0.0, 0.0, 1.0, 1.0):
+            h, w = x.shape[-2:]
+            x0, y0, x1, y1 = self.box
+            x = x[..., round(y0 * h):round(y1 * h), round(x0 * w):round(x1 * w)]
+        if x.shape[-2:] != (self.size, self.size):
             x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
         mean = x.new_tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
         std = x.new_tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -78,8 +103,9 @@ def _data(cfg: JudgeConfig):
 
     root = Path(cfg.data_root) if cfg.data_root else None
     if cfg.kind == "race":
-        train = UTKFace(root / "utkface" if root else None, size=cfg.size, split="train")
-        test = UTKFace(root / "utkface" if root else None, size=cfg.size, split="test")
+        # framed at 96 px (the crops' own size), so the judge's box is cut from full-resolution pixels
+        train = UTKFace(root / "utkface" if root else None, size=96, split="train", frame=True)
+        test = UTKFace(root / "utkface" if root else None, size=96, split="test", frame=True)
         return train, test, UTKFACE_RACES, (lambda ds: torch.tensor(ds.labels["race"]))
     ds = CelebA(root / "celeba" if root else None, split="all", size=cfg.size, require_attributes=True)
     test_idx = [i for i, f in enumerate(ds.files) if held_out(f.name)]
@@ -118,7 +144,8 @@ def train_judge(cfg: JudgeConfig, *, progress: bool = True) -> dict:
         raise UserError(f"no {cfg.kind} training or test images found")
     xtr, ytr = train.load_uint8(progress), labels_of(train)
     xte, yte = test.load_uint8(progress), labels_of(test)
-    judge = Judge(cfg.kind, names, cfg.size).to(device)
+    box = tight_crop_box(train.landmarks, 96) if cfg.kind == "race" else (0.0, 0.0, 1.0, 1.0)
+    judge = Judge(cfg.kind, names, cfg.size, box).to(device)
     opt = torch.optim.AdamW(judge.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * max(1, len(xtr) // cfg.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps)
@@ -148,6 +175,7 @@ def train_judge(cfg: JudgeConfig, *, progress: bool = True) -> dict:
 
 def save_judge(judge: Judge, path: str | Path, meta: dict | None = None) -> None:
     atomic_save({"format": FORMAT, "kind": judge.kind, "names": judge.names, "size": judge.size,
+                 "box": list(judge.box),
                  # float weights stored as fp16 (half the size in the repository; loading casts back)
                  "state_dict": {k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()
                                 for k, v in judge.state_dict().items()},
@@ -159,6 +187,6 @@ def load_judge(path: str | Path) -> tuple[Judge, dict]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an idpulse judge ({FORMAT})")
     with torch.random.fork_rng(devices=[]):
-        judge = Judge(ckpt["kind"], ckpt["names"], ckpt["size"])
+        judge = Judge(ckpt["kind"], ckpt["names"], ckpt["size"], ckpt.get("box", (0.0, 0.0, 1.0, 1.0)))
     load_state_dict_strict(judge, ckpt["state_dict"], f"judge {path}")
     return judge.eval().requires_grad_(False), ckpt["meta"]

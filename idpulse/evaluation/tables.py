@@ -212,7 +212,7 @@ def eval_tables(cfg: TablesConfig) -> dict:
     identity = _identity_table(src_faces, load([b for _, b in same]), plain, look_base, look_ours) if main else {}
 
     # --- Table 2: race re-identification (UTKFace test split, judged by the race judge) ---
-    utk = UTKFace(root / "utkface" if root else None, split="test", size=R)
+    utk = UTKFace(root / "utkface" if root else None, split="test", size=R, frame=True)  # the generator's frame
     pick = torch.randperm(len(utk), generator=g)[: cfg.race_faces].tolist()
     rfaces = torch.stack([utk[i]["image"] for i in pick])
     rtrue = torch.tensor([int(utk.labels["race"][i]) for i in pick])
