@@ -78,7 +78,7 @@ def align_to_arcface(img: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor
     return warp_affine(img[None], M[None], 112)[0]
 
 
-def preload_aligned(ds, limit: int, desc: str) -> tuple[torch.Tensor, list[dict]]:
+def preload_aligned(ds, limit: int, desc: str, progress: bool = True) -> tuple[torch.Tensor, list[dict]]:
     """(N, 3, 112, 112) uint8 faces aligned by their landmarks, and each item's labels."""
     from tqdm import tqdm
 
@@ -86,7 +86,7 @@ def preload_aligned(ds, limit: int, desc: str) -> tuple[torch.Tensor, list[dict]
     out = torch.empty(n, 3, 112, 112, dtype=torch.uint8)
     labels = []
     fixed = None
-    for i in tqdm(range(n), desc=desc, disable=not dist_utils.is_main(), unit="img"):
+    for i in tqdm(range(n), desc=desc, disable=not (progress and dist_utils.is_main()), unit="img"):
         it = ds[i]
         if torch.isnan(it["landmarks"]).any():
             fixed = fixed or FixedAlign(it["image"].shape[-1])
@@ -134,14 +134,17 @@ def _rng_state() -> dict:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist()}
 
 
-def estimate_threshold(f: FaceExtractor, faces: torch.Tensor, ids: list[int], n: int, seed: int,
-                       device) -> tuple[float, float]:
-    """theta_thr on Same/Diff pairs of the training faces (brute force); -> (theta, accuracy)."""
+def same_diff_angles(f: FaceExtractor, faces: torch.Tensor, ids: list[int], n: int, seed: int,
+                     device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Angles under f of `n` random Same pairs (two photos of one identity) and `n` Diff pairs
+    of the aligned uint8 `faces` (N, 3, 112, 112) with identities `ids`; -> ((n,), (n,))."""
     g = torch.Generator().manual_seed(seed)
     by_id: dict[int, list[int]] = {}
     for i, k in enumerate(ids):
         by_id.setdefault(k, []).append(i)
     multi = [v for v in by_id.values() if len(v) >= 2]
+    if not multi:
+        raise UserError("Same pairs need identities with at least two photos; none has")
     same = []
     for _ in range(n):
         v = multi[int(torch.randint(len(multi), (1,), generator=g))]
@@ -164,7 +167,13 @@ def estimate_threshold(f: FaceExtractor, faces: torch.Tensor, ids: list[int], n:
                 res.append(angle_deg(f(_f32(faces[p[:, 0]], device)), f(_f32(faces[p[:, 1]], device))).cpu())
             angles.append(torch.cat(res))
     f.train(was)
-    return best_angle_threshold(*angles)
+    return angles[0], angles[1]
+
+
+def estimate_threshold(f: FaceExtractor, faces: torch.Tensor, ids: list[int], n: int, seed: int,
+                       device) -> tuple[float, float]:
+    """theta_thr on Same/Diff pairs of the training faces (brute force); -> (theta, accuracy)."""
+    return best_angle_threshold(*same_diff_angles(f, faces, ids, n, seed, device))
 
 
 def training_loop(cfg: ExtractorTrainConfig) -> Path:

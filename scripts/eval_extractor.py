@@ -1,0 +1,40 @@
+#!/usr/bin/env python
+"""Verification accuracy of extractors on held-out CelebA identities (Same/Diff pairs), at each
+extractor's own theta_thr; what the model cards in checkpoints/README.md report.
+
+  python scripts/eval_extractor.py checkpoints/extractor_f.pt checkpoints/extractor_f_arc.pt
+  python scripts/eval_extractor.py runs/x/extractor.pt --pairs=2000 --json=out.json
+
+Keys of VerificationConfig (idpulse/evaluation/verification.py) can be set as --key=value.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from idpulse.cli import run_main  # noqa: E402
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("extractors", nargs="+", help="extractor checkpoints (idpulse format)")
+    p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args, overrides = p.parse_known_args(argv)
+    from idpulse.config import load_config
+    from idpulse.evaluation.verification import VerificationConfig, render, verification
+
+    results = []
+    for path in args.extractors:
+        cfg = load_config(VerificationConfig, None, [*overrides, f"--extractor={path}"])
+        results.append(verification(cfg, progress=not args.quiet))
+        print(render(results[-1]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    run_main(main)
