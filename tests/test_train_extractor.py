@@ -94,7 +94,11 @@ def test_torchrun_two_ranks(setup):
     f = load_extractor(run / "extractor.pt")
     assert f.race_head is not None and f.attr_head is not None
     hist = json.loads((run / "history.json").read_text())
-    assert [h["meta_epoch"] for h in hist] == [1, 2] and hist[1]["lookalikes"] == 3  # L_siam on in meta-epoch 2
+    # L_siam on in meta-epoch 2, on meta-epoch 1's 3 pairs and its own 3 plain + 3 L_sim-optimised pairs
+    assert [h["meta_epoch"] for h in hist] == [1, 2] and hist[1]["lookalikes"] == 9
+    kinds = {rec["kind"] for m in (run / "lookalikes" / "meta2").glob("manifest.rank*.json")
+             for rec in json.loads(m.read_text())}
+    assert kinds == {"pulse", "sim"}
     manifests = sorted((run / "lookalikes" / "meta1").glob("manifest.rank*.json"))
     assert len(manifests) == 2  # both ranks generated their share
     items = [rec["item"] for m in manifests for rec in json.loads(m.read_text())]

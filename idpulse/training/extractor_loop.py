@@ -4,8 +4,9 @@ Algorithm 2 (meta-epochs with lookalike generation), resumable from the run fold
 `training_loop(cfg)` is the whole job (`scripts/train_extractor.py` only parses and calls it).
 Each meta-epoch: (1) the lookalike dataset grows by PULSE results for random identity pairs
 (from meta-epoch 2, also results optimised with L_sim under the current f); (2) Algorithm 1:
-`steps_per_meta_epoch` SGD steps on `L_arc + l_s L_siam + l_r L_race + l_a L_attr` (L_siam off
-in meta-epoch 1); (3) theta_thr is re-estimated on Same/Diff training pairs. With use_siam,
+`steps_per_meta_epoch` SGD steps on `L_arc + l_s L_siam + l_r L_race + l_a L_attr`, L_siam on
+all lookalikes so far (off in meta-epoch 1); (3) theta_thr is re-estimated on Same/Diff
+training pairs. With use_siam,
 use_race and use_attr off it trains `f_arc` (ArcFace loss only).
 """
 
@@ -269,7 +270,7 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
                 G = load_generator(gpath if gpath.is_file() else Path(__file__).resolve().parents[2] / gpath)
                 G = G.to(device)
                 gen_align = FixedAlign(G.resolution).to(device)
-            if st["phase"] == "lookalike" and me < cfg.meta_epochs:  # the last meta-epoch's would go unused
+            if st["phase"] == "lookalike":
                 src = CelebA(root / "celeba" if root else None, split="train", size=G.resolution)
                 src = src.subset(range(len(arc_y)))
                 pairs = pick_pairs(raw_ids, cfg.lookalike.num_identities, seed=cfg.seed + me)
@@ -279,6 +280,7 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
                 f.train()
                 st["phase"] = "train"
                 save()
+            # Algorithm 2: this meta-epoch's Algorithm 1 trains on every lookalike so far, its own included
             siam = _load_siam(run, me, G, gen_align, device)
         st["phase"] = "train"
         use_siam_now = cfg.use_siam and me >= 2 and siam is not None
@@ -345,13 +347,13 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
 
 
 def _load_siam(run: Path, upto: int, G, gen_align, device):
-    """All lookalikes of meta-epochs < upto as (x idx, x' idx, aligned G_x, aligned G_x')."""
+    """All lookalikes of meta-epochs 1..upto as (x idx, x' idx, aligned G_x, aligned G_x')."""
     from PIL import Image
 
     from ..imageio import pil_to_tensor
 
     xs, x2s, gs, g2s = [], [], [], []
-    for me in range(1, upto):
+    for me in range(1, upto + 1):
         folder = run / "lookalikes" / f"meta{me}"
         recs = read_manifest(folder) if folder.is_dir() else []
         by = {(r["item"], r["kind"]): r for r in recs}
