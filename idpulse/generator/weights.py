@@ -31,7 +31,8 @@ def torch_load(path: str | os.PathLike, what: str = "checkpoint"):
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and unpickler errors all mean "not a usable file"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot read {what} {path}: {first[:200]}") from None
+        raise CheckpointError(f"cannot read {what} {path} ({type(e).__name__}: {first[:160]}): it is not a "
+                              "PyTorch weight file that loads with weights_only=True; check the path") from None
 
 
 def load_state_dict_strict(module: torch.nn.Module, state: dict, what: str) -> None:
