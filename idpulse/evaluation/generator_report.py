@@ -118,4 +118,6 @@ def render_markdown(r: dict) -> str:
     for size in r["sizes"]:
         lines += [f"Held-out faces, their {size}x{size} thumbnails and PULSE's best result "
                   f"(`pulse_{size}px.png`):", "", f"![pulse {size}px](pulse_{size}px.png)", ""]
+    lines += ["The `pulse_*px.png` pictures show CelebA photos, so they stay on the machine that made them: "
+              "the repository commits no image of the shared data (`.gitignore`).", ""]
     return "\n".join(lines)

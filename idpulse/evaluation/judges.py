@@ -35,7 +35,7 @@ class JudgeConfig:
     out: str = "checkpoints/judges/race.pt"
     data_root: str = ""  # default $IDPULSE_SHARED/data
     device: str = "cpu"
-    size: int = 64
+    size: int = 48  # the bundled judges' input side
     epochs: int = 8
     batch: int = 64
     lr: float = 1e-3
