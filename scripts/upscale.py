@@ -55,6 +55,7 @@ def main(argv=None):
     from idpulse.upscale import UpscaleConfig, run_upscale
 
     ov = parse_overrides(rest)
+    load_config(UpscaleConfig, args.config, ov)  # reject a bad --section.key even where a flag replaces it
     flags = {("pulse", "num_seeds"): args.seeds, ("pulse", "steps"): args.steps, ("pulse", "eps"): args.eps,
              ("out",): args.out, ("device",): args.device, ("request", "race"): args.race,
              ("request", "attrs"): args.attr, ("request", "targets"): args.target,

@@ -120,6 +120,8 @@ def test_config_and_checkpoint_errors(tmp_path):
     t = thumb(tmp_path / "a.png")
     r = run(t, "--pulse.stepz=3", *FAST)
     assert r.returncode == 2 and "pulse.stepz" in one_line_error(r)[0]
+    r = run(t, "--pulse.steps=abc", *FAST)  # a bad value is an error even where --steps replaces it
+    assert r.returncode == 2 and "pulse.steps" in one_line_error(r)[0]
     r = run(t, "--steps", "3", "--generator.checkpoint=" + str(tmp_path / "none.pt"), "--out", tmp_path / "o")
     assert r.returncode == 2 and "no generator checkpoint" in one_line_error(r)[0]
     junk = tmp_path / "junk.pt"
