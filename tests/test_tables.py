@@ -47,6 +47,8 @@ def test_tables_smoke_resume_and_reproducible(tmp_path):
         assert "skipped" in r1["identity"]
     else:
         assert set(r1["identity"]) == {"photo (reference)", "PULSE", "L_sim (f_arc)", "L_sim (f)"}
+        assert 0 <= r1["identity"]["L_sim (f)"]["closer_than_pulse"] <= 1
+        assert "closer_than_pulse" not in r1["identity"]["PULSE"]
     cached = sorted((tmp_path / "rep" / "cache").glob("*.json"))
     assert len(cached) == 3 * 3 + 3 * 4 + 3 * 4
     stamps = [p.stat().st_mtime_ns for p in cached]

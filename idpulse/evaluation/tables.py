@@ -123,13 +123,16 @@ def _identity_table(photos, others, plain, look_base, look_ours) -> dict:
         judge = DlibIdentity()
     except UserError as e:
         return {"skipped": str(e)}
-    table = {}
+    table, dist = {}, {}
     for sname, imgs in (("photo (reference)", photos), ("PULSE", plain), ("L_sim (f_arc)", look_base),
                         ("L_sim (f)", look_ours)):
-        d = torch.tensor([judge.distance(a, b) for a, b in zip(imgs, others)])
+        d = dist[sname] = torch.tensor([judge.distance(a, b) for a, b in zip(imgs, others)])
         k = int((d < 0.6).sum())
         table[sname] = {"mean_distance": float(d.mean()), "same_person": k / len(d),
                         "ci95": proportion_ci(k, len(d)), "n": len(d)}
+        if sname.startswith("L_sim"):  # paired: is this face's L_sim result nearer the person than its PULSE one?
+            w = int((d < dist["PULSE"]).sum())
+            table[sname] |= {"closer_than_pulse": w / len(d), "closer_ci95": proportion_ci(w, len(d))}
     return table
 
 
@@ -315,10 +318,13 @@ def render(r: dict) -> str:
     if "skipped" in r["identity"]:
         lines += [f"Skipped: {r['identity']['skipped']}", ""]
     else:
-        lines += ["| results | mean distance | judged the same person |", "| --- | --- | --- |"]
+        lines += ["| results | mean distance | judged the same person | nearer the person than PULSE's result |",
+                  "| --- | --- | --- | --- |"]
         for s, v in r["identity"].items():
+            closer = (f"{100 * v['closer_than_pulse']:.1f}% ({100 * v['closer_ci95'][0]:.1f}-"
+                      f"{100 * v['closer_ci95'][1]:.1f})" if "closer_than_pulse" in v else "")
             lines.append(f"| {s} | {v['mean_distance']:.3f} | {100 * v['same_person']:.1f}% "
-                         f"({100 * v['ci95'][0]:.1f}-{100 * v['ci95'][1]:.1f}) |")
+                         f"({100 * v['ci95'][0]:.1f}-{100 * v['ci95'][1]:.1f}) | {closer} |")
         lines.append("")
     lines += ["## Models", "", *[f"- {k}: sha256 {v}" for k, v in r["hashes"].items()],
               f"- judges' own test metrics: {json.dumps(r['judges'], default=float)[:400]}", "",
