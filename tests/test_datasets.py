@@ -6,40 +6,12 @@ import struct
 import numpy as np
 import pytest
 import torch
-from conftest import need_shared
+from conftest import RECORDIO_MAGIC as MAGIC
+from conftest import need_shared, pack, write_recordio
 from PIL import Image
 
 from idpulse.data import CELEBA_ATTRIBUTES, CelebA, FairFace, MS1MRecordIO, RecordIOReader, UTKFace
 from idpulse.data.recordio import unpack
-
-MAGIC = 0xCED7230A
-
-
-def write_recordio(path, records):
-    """A RecordIO writer written from the format's description (dmlc-core): records whose data
-    holds the magic number at a 4-byte-aligned offset are split there into flagged chunks."""
-    idx = []
-    with open(path.with_suffix(".rec"), "wb") as f:
-        for key, data in records:
-            idx.append((key, f.tell()))
-            magic = struct.pack("<I", MAGIC)
-            cuts = [i for i in range(0, len(data) - 3, 4) if data[i:i + 4] == magic]
-            parts, start = [], 0
-            for c in cuts:
-                parts.append(data[start:c])
-                start = c + 4
-            parts.append(data[start:])
-            for j, part in enumerate(parts):
-                flag = 0 if len(parts) == 1 else (1 if j == 0 else (3 if j == len(parts) - 1 else 2))
-                f.write(struct.pack("<II", MAGIC, (flag << 29) | len(part)))
-                f.write(part + b"\0" * ((4 - len(part) % 4) % 4))
-    path.with_suffix(".idx").write_text("".join(f"{k}\t{o}\n" for k, o in idx))
-
-
-def pack(label, payload=b"", id_=0):
-    if isinstance(label, (list, tuple)):
-        return struct.pack("IfQQ", len(label), 0.0, id_, 0) + np.asarray(label, np.float32).tobytes() + payload
-    return struct.pack("IfQQ", 0, float(label), id_, 0) + payload
 
 
 def test_recordio_multi_chunk_round_trip(tmp_path):

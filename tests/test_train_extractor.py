@@ -136,3 +136,47 @@ def test_killed_run_resumes_to_the_same_weights(setup):
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k
     assert a["config"]["theta_thr"] == b["config"]["theta_thr"]
+
+
+def fake_pack(root: Path, n_ids: int = 4, per_id: int = 3) -> Path:
+    """An insightface-style pack (train.rec/idx + property), written per the RecordIO format."""
+    import io
+
+    from conftest import pack, write_recordio
+
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True)
+    n = n_ids * per_id
+    records = [(0, pack([n + 1, n + 1 + n_ids]))]  # images are records 1..n, then one range per identity
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)).save(buf, "JPEG")
+        records.append((i + 1, pack(float(i // per_id), buf.getvalue())))
+    records += [(n + 1 + k, pack([1 + k * per_id, 1 + (k + 1) * per_id])) for k in range(n_ids)]
+    write_recordio(root / "train", records)
+    (root / "property").write_text(f"{n_ids},112,112")
+    return root
+
+
+def test_arcface_identities_from_a_recordio_pack(setup):
+    """arc_data=recordio: L_arc trains on the pack's identities (4 here, against the fake CelebA's 6),
+    streamed from train.rec; a mismatched `property` is a one-line error, not an index crash."""
+    from idpulse.config import load_config
+    from idpulse.errors import UserError
+    from idpulse.training.extractor_loop import ExtractorTrainConfig, training_loop
+
+    data, gen, d = setup
+    ms1m = fake_pack(d / "ms1m")
+    over = [a for a in args(data, gen, d / "rec")[1:] if not a.startswith("--meta_epochs")]
+    cfg = load_config(ExtractorTrainConfig, None, [*over, "--meta_epochs=1", "--use_siam=false", "--use_race=false",
+                                                   "--use_attr=false", "--arc_data=recordio", f"--arc_root={ms1m}",
+                                                   "--data_threads=2"])
+    out = training_loop(cfg)
+    state = torch.load(d / "rec" / "state.pt", weights_only=True)
+    assert state["net"]["arc.weight"].shape[0] == 4
+    assert "identities: 4" in (d / "rec" / "run.yaml").read_text()
+    assert load_extractor(out).race_head is None
+    (ms1m / "property").write_text("2,112,112")  # the pack's labels go up to 3
+    cfg.run_dir = str(d / "rec_bad")
+    with pytest.raises(UserError, match="property"):
+        training_loop(cfg)

@@ -134,14 +134,39 @@ class MS1MRecordIO(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.image_keys)
 
-    def __getitem__(self, i: int) -> dict:
-        from PIL import Image
+    @property
+    def identities(self) -> int:
+        """How many identities the pack holds (from `property`, else record 0's identity ranges)."""
+        if self.num_classes is not None:
+            return self.num_classes
+        if self.identity_ranges:
+            return len(self.identity_ranges)
+        raise UserError(f"{self.reader.rec_path.parent}: no `property` file and no identity ranges in record 0, "
+                        "so the number of identities is unknown; write `property` as 'NUM_IDS,112,112'")
 
+    def read(self, i: int) -> tuple[bytes, int]:
+        """The i-th image's encoded bytes and identity (file reads only: call from one thread)."""
         head, payload = unpack(self.reader.read_idx(self.image_keys[i]))
         label = head.label[0] if isinstance(head.label, np.ndarray) else head.label
+        return payload, int(label)
+
+    def decode(self, payload: bytes) -> torch.Tensor:
+        """Encoded image -> (3, size, size) uint8 (PIL releases the GIL here, so threads help)."""
+        from PIL import Image
+
         with Image.open(io.BytesIO(payload)) as im:
             im = im.convert("RGB")
             if im.size != (self.size, self.size):
                 im = im.resize((self.size, self.size), Image.BICUBIC)
-            x = torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
-        return {"image": x, "identity": int(label)}
+            return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1)
+
+    def batch(self, indices: list[int], pool=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images `indices` as ((B, 3, size, size) uint8, (B,) identities), decoded on `pool`
+        (a concurrent.futures executor) when given: what a training loop streams from."""
+        raw = [self.read(i) for i in indices]
+        imgs = list(pool.map(self.decode, [r[0] for r in raw])) if pool else [self.decode(r[0]) for r in raw]
+        return torch.stack(imgs), torch.tensor([r[1] for r in raw])
+
+    def __getitem__(self, i: int) -> dict:
+        payload, identity = self.read(i)
+        return {"image": self.decode(payload).float() / 255.0, "identity": identity}

@@ -7,7 +7,9 @@ Each meta-epoch: (1) the lookalike dataset grows by PULSE results for random ide
 `steps_per_meta_epoch` SGD steps on `L_arc + l_s L_siam + l_r L_race + l_a L_attr`, L_siam on
 all lookalikes so far (off in meta-epoch 1); (3) theta_thr is re-estimated on Same/Diff
 training pairs. With use_siam,
-use_race and use_attr off it trains `f_arc` (ArcFace loss only).
+use_race and use_attr off it trains `f_arc` (ArcFace loss only). L_arc's identities come from the
+CelebA crops (the bundled set-up) or, with `arc_data: recordio`, from an insightface pack such as
+MS1M, streamed from its RecordIO files (`idpulse/data/recordio.py`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ class ExtractorTrainConfig:
     model: ExtractorModelConfig = field(default_factory=ExtractorModelConfig)
     generator: str = "checkpoints/generator.pt"  # for the lookalikes
     data_root: str = ""  # default $IDPULSE_SHARED/data
+    # L_arc's identities: "celeba" (the CelebA training crops of data_root, preloaded) or "recordio"
+    # (an insightface pack such as MS1M: arc_root/train.rec, train.idx, property; streamed). CelebA's
+    # crops still give the lookalike sources, the attributes and theta_thr's Same/Diff pairs.
+    arc_data: str = "celeba"
+    arc_root: str = ""
+    data_threads: int = 8  # JPEG decoding threads for a RecordIO pack
     max_images: int = 0  # cap per data source (0: all), for quick runs
     use_siam: bool = True
     use_race: bool = True
@@ -191,11 +199,14 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
     root = Path(cfg.data_root) if cfg.data_root else None
 
     # --- data: CelebA identities (ArcFace, Siamese sources), CelebA attributes, UTKFace races ---
+    if cfg.arc_data not in ("celeba", "recordio"):
+        raise UserError(f"arc_data must be 'celeba' or 'recordio', not {cfg.arc_data!r}")
     celeba = CelebA(root / "celeba" if root else None, split="train")
-    arc_faces, arc_labels = preload_aligned(celeba, cfg.max_images, "ArcFace faces")
+    arc_faces, arc_labels = preload_aligned(celeba, cfg.max_images, "CelebA faces")  # (N, 3, 112, 112) uint8
     raw_ids = [int(lb["identity"]) for lb in arc_labels]
     id_map = {k: i for i, k in enumerate(sorted(set(raw_ids)))}
     arc_y = torch.tensor([id_map[k] for k in raw_ids])
+    arc_batch, num_arc, num_ids = _arc_source(cfg, arc_faces, arc_y, len(id_map))
     attr_idx = [i for i, lb in enumerate(arc_labels) if bool(lb["has_attributes"])]
     if cfg.use_attr and not attr_idx:
         raise UserError("use_attr is on but no training image has attributes")
@@ -214,7 +225,7 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
     if cfg.use_attr:
         known = (attr_y >= 0).float()
         f.attr_head.pos_rate.copy_(((attr_y.clamp_min(0) * known).sum(0) / known.sum(0).clamp_min(1)).clamp(0.01, 0.99))
-    net = Net(f, len(id_map), cfg).to(device)
+    net = Net(f, num_ids, cfg).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg.lr_milestones, gamma=0.1)
     scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 needs none; kept for fp16 set-ups
@@ -254,8 +265,8 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
 
     writer = None
     if rank == 0:
-        write_run_info(run, cfg, {"world_size": world, "device": str(device), "arcface_images": len(arc_y),
-                                  "identities": len(id_map)})
+        write_run_info(run, cfg, {"world_size": world, "device": str(device), "arcface_images": num_arc,
+                                  "identities": num_ids})
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run / "tb"))
@@ -289,8 +300,8 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
         net.train()
         while st["step"] < cfg.steps_per_meta_epoch:
             t0 = time.time()
-            i = torch.randint(len(arc_y), (cfg.batch_arc,))
-            batch = {"arc_x": _f32(arc_faces[i], device), "arc_y": arc_y[i].to(device)}
+            x, y = arc_batch(cfg.batch_arc)
+            batch = {"arc_x": _f32(x, device), "arc_y": y.to(device)}
             if cfg.use_race:
                 j = torch.randint(len(race_y), (cfg.batch_race,))
                 batch["race_x"], batch["race_y"] = _f32(race_faces[j], device), race_y[j].to(device)
@@ -344,6 +355,36 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
     dist_utils.barrier()
     dist_utils.shutdown()
     return out
+
+
+def _arc_source(cfg: ExtractorTrainConfig, faces: torch.Tensor, labels: torch.Tensor, num_ids: int):
+    """L_arc's data: -> (batch(n) -> ((n, 3, 112, 112) uint8, (n,) identities), images, identities).
+    Either source draws its indices from torch's global RNG, so a resumed run sees the same batches."""
+    if cfg.arc_data == "celeba":
+        def batch(n):
+            i = torch.randint(len(labels), (n,))
+            return faces[i], labels[i]
+
+        return batch, len(labels), num_ids
+    if not cfg.arc_root:
+        raise UserError("arc_data is 'recordio': give the pack's folder with --arc_root=PATH (train.rec, train.idx)")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..data import MS1MRecordIO
+
+    pack = MS1MRecordIO(cfg.arc_root, size=112)  # insightface packs are aligned 112x112 crops already
+    pool = ThreadPoolExecutor(max(1, cfg.data_threads))
+
+    ids = pack.identities
+
+    def batch(n):
+        x, y = pack.batch(torch.randint(len(pack), (n,)).tolist(), pool)
+        if int(y.max()) >= ids or int(y.min()) < 0:
+            raise UserError(f"{cfg.arc_root}: an image's identity {int(y.max())} is outside the pack's {ids} "
+                            "identities: its `property` file does not match train.rec")
+        return x, y
+
+    return batch, len(pack), ids
 
 
 def _load_siam(run: Path, upto: int, G, gen_align, device):
