@@ -180,3 +180,29 @@ def test_arcface_identities_from_a_recordio_pack(setup):
     cfg.run_dir = str(d / "rec_bad")
     with pytest.raises(UserError, match="property"):
         training_loop(cfg)
+
+
+def test_mixed_batch_is_one_backbone_pass():
+    """Algorithm 1's mixed mini-batch goes through the backbone once, so batch norm's running
+    statistics are those of the whole mix (separate passes leave them to the last part)."""
+    from idpulse.config import load_config
+    from idpulse.data import UTKFACE_RACES
+    from idpulse.extractor import FaceExtractor
+    from idpulse.training.extractor_loop import ExtractorTrainConfig, Net
+
+    torch.manual_seed(0)
+    f = FaceExtractor(width=0.125, race_classes=UTKFACE_RACES, attribute_names=CELEBA_ATTRIBUTES)
+    net = Net(f, 5, load_config(ExtractorTrainConfig, None, []))
+    calls = []
+    f.backbone.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    x = torch.rand(12, 3, 112, 112)
+    batch = {"arc_x": x[:4], "arc_y": torch.tensor([0, 1, 2, 3]), "race_x": x[4:6], "race_y": torch.tensor([0, 1]),
+             "attr_x": x[6:8], "attr_y": torch.ones(2, 40), "attr_m": torch.ones(2, 40, dtype=torch.bool),
+             "siam_x": x[8:10], "siam_gx": x[10:12], "siam_x2": x[:2], "siam_gx2": x[2:4]}
+    out = net(batch, 60.0, 10.0)
+    assert calls == [4 + 2 + 2 + 5 * 2] and set(out) == {"arc", "race", "attr", "siam"}
+    assert all(torch.isfinite(v) for v in out.values())
+    net.eval()  # the terms match per-part passes in eval mode, where batch norm uses fixed statistics
+    out = net(batch, 60.0, 10.0)
+    alone = f.race_head.loss(f(batch["race_x"]), batch["race_y"]).mean()
+    assert torch.allclose(out["race"], alone, atol=1e-5)
