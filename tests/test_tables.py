@@ -27,7 +27,8 @@ def _tiny_models(tmp_path):
     over = [f"--out={tmp_path / 'rep'}", f"--generator.checkpoint={tmp_path / 'g.pt'}",
             f"--f_arc={tmp_path / 'f_arc.pt'}", f"--f={tmp_path / 'f.pt'}",
             f"--race_judge={tmp_path / 'race.pt'}", f"--attr_judge={tmp_path / 'attr.pt'}",
-            "--pairs=3", "--race_faces=3", "--attr_faces=3", "--thumbnail_size=4", "--steps=2", "--batch=2"]
+            "--pairs=3", "--race_faces=3", "--attr_faces=3", "--request_faces=2", "--thumbnail_size=4", "--steps=2",
+            "--batch=2"]
     return over
 
 
@@ -49,8 +50,11 @@ def test_tables_smoke_resume_and_reproducible(tmp_path):
         assert set(r1["identity"]) == {"photo (reference)", "PULSE", "L_sim (f_arc)", "L_sim (f)"}
         assert 0 <= r1["identity"]["L_sim (f)"]["closer_than_pulse"] <= 1
         assert "closer_than_pulse" not in r1["identity"]["PULSE"]
+    req = r1["requests"]["--race Black"]
+    assert req["faces"] == 2 and 0 <= req["PULSE"]["rate"] <= 1 and 0 <= req["control"]["rate"] <= 1
+    smiles = r1["requests"].get("--attr Smiling=1", {"faces": 0})["faces"]  # faces a random judge reads as not smiling
     cached = sorted((tmp_path / "rep" / "cache").glob("*.json"))
-    assert len(cached) == 3 * 3 + 3 * 4 + 3 * 4
+    assert len(cached) == 3 * 3 + 3 * 4 + 3 * 4 + 2 * 2 + 2 * smiles
     stamps = [p.stat().st_mtime_ns for p in cached]
     r2 = eval_tables(cfg)  # a rerun continues from the cache: nothing is searched again
     assert [p.stat().st_mtime_ns for p in cached] == stamps
@@ -70,6 +74,8 @@ def test_tables_sharded_over_two_ranks(tmp_path):
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(script), *over],
                        capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
-    assert len(list((tmp_path / "rep" / "cache").glob("*.json"))) == 3 * 3 + 3 * 4 + 3 * 4
+    smiles = json.loads((tmp_path / "rep" / "report.json").read_text())["requests"].get("--attr Smiling=1", {})
+    assert len(list((tmp_path / "rep" / "cache").glob("*.json"))) == 3 * 3 + 3 * 4 + 3 * 4 + 2 * 2 + 2 * smiles.get(
+        "faces", 0)
     assert "world_size: 2" in (tmp_path / "rep" / "run.yaml").read_text()
     assert json.loads((tmp_path / "rep" / "report.json").read_text())["table2"]

@@ -51,6 +51,7 @@ class TablesConfig:
     pairs: int = 100  # pairs per Table 1 set
     race_faces: int = 100
     attr_faces: int = 100
+    request_faces: int = 100  # faces for the requests table (--race Black, --attr Smiling=1); 0: none
     thumbnail_size: int = 8
     steps: int = 100
     eps: float = 2e-3
@@ -79,6 +80,9 @@ class Cache:
     def __init__(self, folder: Path):
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
+
+    def count(self) -> int:
+        return sum(1 for _ in self.folder.glob("*.json"))
 
     def get(self, key: str):
         meta = self.folder / f"{key}.json"
@@ -136,6 +140,52 @@ def _identity_table(photos, others, plain, look_base, look_ours) -> dict:
     return table
 
 
+def _requests_table(G, f, align, celeba, utk, race_judge, attr_judge, cache, cfg, g, device) -> dict:
+    """Does a request change what an independent judge sees? `--race Black` on UTKFace test faces
+    of other races, `--attr Smiling=1` on CelebA test faces the attribute judge reads as not
+    smiling: how often the judge sees the requested value, for plain PULSE and for the control."""
+    from ..data import UTKFACE_RACES
+
+    n, out = cfg.request_faces, {}
+    if n <= 0:
+        return out
+    if f.race_head is not None and "Black" in f.race_head.class_names:
+        black = UTKFACE_RACES.index("Black")
+        others = [i for i in torch.randperm(len(utk), generator=g).tolist() if int(utk.labels["race"][i]) != black][:n]
+        faces = torch.stack([utk[i]["image"] for i in others])
+        seen = {}
+        for sname, ctl in (("PULSE", lambda idx: None),
+                           ("control", lambda idx: Controls(f, align, cfg.control, race="Black"))):
+            imgs = run_strategy(G, faces, [f"req_black_{sname}_{i}" for i in others], ctl, cache, cfg, 0)
+            k = int((race_judge.predict(imgs.to(device)).cpu() == black).sum())
+            seen[sname] = {"rate": k / len(others), "ci95": proportion_ci(k, len(others))}
+        out["--race Black"] = {"faces": len(others), "on": "UTKFace test faces of other races", **seen}
+    if f.attr_head is not None and "Smiling" in f.attr_head.attribute_names:
+        col = attr_judge.names.index("Smiling")
+        pool = torch.randperm(len(celeba), generator=g)[: 4 * n].tolist()
+        chosen = []
+        for s in range(0, len(pool), 100):
+            idx = pool[s:s + 100]
+            faces = torch.stack([celeba[i]["image"] for i in idx])
+            smiling = attr_judge.predict(faces.to(device)).cpu()[:, col]
+            chosen += [i for i, sm in zip(idx, smiling.tolist()) if sm == 0]
+            if len(chosen) >= n:
+                break
+        chosen = chosen[:n]
+        if not chosen:
+            return out
+        faces = torch.stack([celeba[i]["image"] for i in chosen])
+        seen = {}
+        for sname, ctl in (("PULSE", lambda idx: None),
+                           ("control", lambda idx: Controls(f, align, cfg.control, attrs=["Smiling=1"]))):
+            imgs = run_strategy(G, faces, [f"req_smile_{sname}_{i}" for i in chosen], ctl, cache, cfg, 0)
+            k = int(attr_judge.predict(imgs.to(device)).cpu()[:, col].sum())
+            seen[sname] = {"rate": k / len(chosen), "ci95": proportion_ci(k, len(chosen))}
+        out["--attr Smiling=1"] = {"faces": len(chosen), "on": "CelebA test faces the judge reads as not smiling",
+                                   **seen}
+    return out
+
+
 def eval_tables(cfg: TablesConfig) -> dict:
     from ..data import UTKFACE_RACES, CelebA, UTKFace
 
@@ -154,6 +204,7 @@ def eval_tables(cfg: TablesConfig) -> dict:
     attr_judge, attr_meta = load_judge(cfg.attr_judge)
     race_judge, attr_judge = race_judge.to(device), attr_judge.to(device)
     cache = Cache(out / "cache")
+    cached_before = cache.count()
     root = Path(cfg.data_root) if cfg.data_root else None
     g = torch.Generator().manual_seed(cfg.seed)
 
@@ -269,18 +320,29 @@ def eval_tables(cfg: TablesConfig) -> dict:
         t3[sname] = {"reid": k / n, "ci95": proportion_ci(k, n), "n": n,
                      "per_attribute": {a: float(hits[:, j].float().mean()) for j, a in enumerate(PAPER_ATTRIBUTES)}}
 
+    requests = _requests_table(G, f, align, ds, utk, race_judge, attr_judge, cache, cfg, g, device)
+
     hashes = {k: sha256(Path(p)) for k, p in (("f_arc", cfg.f_arc), ("f", cfg.f), ("race_judge", cfg.race_judge),
                                                ("attr_judge", cfg.attr_judge))}
-    report = {"table1": t1, "table2": t2, "table3": t3, "identity": identity,
+    report = {"table1": t1, "table2": t2, "table3": t3, "identity": identity, "requests": requests,
               "paper_table2": PAPER_TABLE2, "paper_table3": PAPER_TABLE3,
               "judges": {"race": race_meta.get("metrics"), "attr": attr_meta.get("metrics")},
-              "hashes": hashes, "config": to_dict(cfg), "seconds": time.time() - t0}
+              "hashes": hashes, "config": to_dict(cfg), "seconds": time.time() - t0,
+              "results": {"total": cache.count(), "from_earlier_runs": cached_before}}
     if main:
         (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
         (out / "report.md").write_text(render(report))
     dist_utils.barrier()
     dist_utils.shutdown()
     return report
+
+
+def _resumed(res: dict) -> str:
+    """The wall time's caveat when earlier runs made some of the PULSE results."""
+    if not res.get("from_earlier_runs"):
+        return f" ({res.get('total', 0)} PULSE results, all searched in this run)" if res else ""
+    return (f" for this run, which searched {res['total'] - res['from_earlier_runs']} of its {res['total']} PULSE "
+            f"results and read {res['from_earlier_runs']} from the cache of an earlier run")
 
 
 def render(r: dict) -> str:
@@ -326,8 +388,17 @@ def render(r: dict) -> str:
             lines.append(f"| {s} | {v['mean_distance']:.3f} | {100 * v['same_person']:.1f}% "
                          f"({100 * v['ci95'][0]:.1f}-{100 * v['ci95'][1]:.1f}) | {closer} |")
         lines.append("")
+    if r.get("requests"):
+        lines += ["## Requests: does the control change what an independent judge sees?", "",
+                  "| request | on | judge sees it: plain PULSE | judge sees it: with the control |",
+                  "| --- | --- | --- | --- |"]
+        for req, v in r["requests"].items():
+            cells = [f"{100 * v[k]['rate']:.1f}% ({100 * v[k]['ci95'][0]:.1f}-{100 * v[k]['ci95'][1]:.1f})"
+                     for k in ("PULSE", "control")]
+            lines.append(f"| `{req}` | {v['faces']} {v['on']} | " + " | ".join(cells) + " |")
+        lines.append("")
     lines += ["## Models", "", *[f"- {k}: sha256 {v}" for k, v in r["hashes"].items()],
               f"- judges' own test metrics: {json.dumps(r['judges'], default=float)[:400]}", "",
-              f"Wall time: {r['seconds'] / 60:.1f} min.", ""]
+              f"Wall time: {r['seconds'] / 60:.1f} min" + _resumed(r.get("results", {})) + ".", ""]
     return "\n".join(lines)
 
