@@ -147,42 +147,41 @@ def _requests_table(G, f, align, celeba, utk, race_judge, attr_judge, cache, cfg
     from ..data import UTKFACE_RACES
 
     n, out = cfg.request_faces, {}
-    if n <= 0:
-        return out
-    if f.race_head is not None and "Black" in f.race_head.class_names:
+
+    def rates(name, faces, picked, control, sees):  # faces (N, 3, R, R); sees(images) -> (N,) 0/1
+        row = {}
+        for sname, ctl in (("PULSE", lambda idx: None), ("control", lambda idx: control)):
+            imgs = run_strategy(G, faces, [f"req_{name}_{sname}_{i}" for i in picked], ctl, cache, cfg, 0)
+            k = int(sees(imgs.to(device)).sum())
+            row[sname] = {"rate": k / len(picked), "ci95": proportion_ci(k, len(picked))}
+        return row
+
+    if n > 0 and f.race_head is not None and "Black" in f.race_head.class_names:
         black = UTKFACE_RACES.index("Black")
         others = [i for i in torch.randperm(len(utk), generator=g).tolist() if int(utk.labels["race"][i]) != black][:n]
         faces = torch.stack([utk[i]["image"] for i in others])
-        seen = {}
-        for sname, ctl in (("PULSE", lambda idx: None),
-                           ("control", lambda idx: Controls(f, align, cfg.control, race="Black"))):
-            imgs = run_strategy(G, faces, [f"req_black_{sname}_{i}" for i in others], ctl, cache, cfg, 0)
-            k = int((race_judge.predict(imgs.to(device)).cpu() == black).sum())
-            seen[sname] = {"rate": k / len(others), "ci95": proportion_ci(k, len(others))}
-        out["--race Black"] = {"faces": len(others), "on": "UTKFace test faces of other races", **seen}
-    if f.attr_head is not None and "Smiling" in f.attr_head.attribute_names:
+        out["--race Black"] = {"faces": len(others), "on": "UTKFace test faces of other races",
+                               **rates("black", faces, others, Controls(f, align, cfg.control, race="Black"),
+                                       lambda imgs: (race_judge.predict(imgs) == black).cpu())}
+    if n > 0 and f.attr_head is not None and "Smiling" in f.attr_head.attribute_names:
         col = attr_judge.names.index("Smiling")
         pool = torch.randperm(len(celeba), generator=g)[: 4 * n].tolist()
-        chosen = []
+        chosen, kept = [], []
         for s in range(0, len(pool), 100):
             idx = pool[s:s + 100]
             faces = torch.stack([celeba[i]["image"] for i in idx])
-            smiling = attr_judge.predict(faces.to(device)).cpu()[:, col]
-            chosen += [i for i, sm in zip(idx, smiling.tolist()) if sm == 0]
+            calm = attr_judge.predict(faces.to(device)).cpu()[:, col] == 0
+            chosen += [i for i, c in zip(idx, calm.tolist()) if c]
+            kept.append(faces[calm])
             if len(chosen) >= n:
                 break
         chosen = chosen[:n]
-        if not chosen:
-            return out
-        faces = torch.stack([celeba[i]["image"] for i in chosen])
-        seen = {}
-        for sname, ctl in (("PULSE", lambda idx: None),
-                           ("control", lambda idx: Controls(f, align, cfg.control, attrs=["Smiling=1"]))):
-            imgs = run_strategy(G, faces, [f"req_smile_{sname}_{i}" for i in chosen], ctl, cache, cfg, 0)
-            k = int(attr_judge.predict(imgs.to(device)).cpu()[:, col].sum())
-            seen[sname] = {"rate": k / len(chosen), "ci95": proportion_ci(k, len(chosen))}
-        out["--attr Smiling=1"] = {"faces": len(chosen), "on": "CelebA test faces the judge reads as not smiling",
-                                   **seen}
+        if chosen:
+            faces = torch.cat(kept)[:n]
+            out["--attr Smiling=1"] = {
+                "faces": len(chosen), "on": "CelebA test faces the judge reads as not smiling",
+                **rates("smile", faces, chosen, Controls(f, align, cfg.control, attrs=["Smiling=1"]),
+                        lambda imgs: attr_judge.predict(imgs)[:, col].cpu())}
     return out
 
 

@@ -384,13 +384,13 @@ def _arc_source(cfg: ExtractorTrainConfig, faces: torch.Tensor, labels: torch.Te
 
     pack = MS1MRecordIO(cfg.arc_root, size=112)  # insightface packs are aligned 112x112 crops already
     pool = ThreadPoolExecutor(max(1, cfg.data_threads))
-
     ids = pack.identities
 
     def batch(n):
         x, y = pack.batch(torch.randint(len(pack), (n,)).tolist(), pool)
-        if int(y.max()) >= ids or int(y.min()) < 0:
-            raise UserError(f"{cfg.arc_root}: an image's identity {int(y.max())} is outside the pack's {ids} "
+        bad = y[(y < 0) | (y >= ids)]
+        if len(bad):
+            raise UserError(f"{cfg.arc_root}: an image's identity {int(bad[0])} is outside the pack's {ids} "
                             "identities: its `property` file does not match train.rec")
         return x, y
 
