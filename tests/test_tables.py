@@ -52,6 +52,9 @@ def test_tables_smoke_resume_and_reproducible(tmp_path):
         assert "closer_than_pulse" not in r1["identity"]["PULSE"]
     req = r1["requests"]["--race Black"]
     assert req["faces"] == 2 and 0 <= req["PULSE"]["rate"] <= 1 and 0 <= req["control"]["rate"] <= 1
+    assert req["control"]["rate_accepted"] <= min(req["control"]["rate"], req["control"]["accepted"])
+    accepted = [json.loads(p.read_text())["accepted"] for p in (tmp_path / "rep" / "cache").glob("t2_L_race_*.json")]
+    assert r1["table2"]["L_race"]["accepted"] == sum(accepted) / len(accepted)
     smiles = r1["requests"].get("--attr Smiling=1", {"faces": 0})["faces"]  # faces a random judge reads as not smiling
     cached = sorted((tmp_path / "rep" / "cache").glob("*.json"))
     assert len(cached) == 3 * 3 + 3 * 4 + 3 * 4 + 2 * 2 + 2 * smiles

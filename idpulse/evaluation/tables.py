@@ -84,6 +84,10 @@ class Cache:
     def count(self) -> int:
         return sum(1 for _ in self.folder.glob("*.json"))
 
+    def accepted(self, keys: list[str]) -> torch.Tensor:
+        """(N,) bool: was each result accepted (within eps, and under its control thresholds)."""
+        return torch.tensor([json.loads((self.folder / f"{k}.json").read_text())["accepted"] for k in keys])
+
     def get(self, key: str):
         meta = self.folder / f"{key}.json"
         if not meta.is_file():
@@ -151,9 +155,13 @@ def _requests_table(G, f, align, celeba, utk, race_judge, attr_judge, cache, cfg
     def rates(name, faces, picked, control, sees):  # faces (N, 3, R, R); sees(images) -> (N,) 0/1
         row = {}
         for sname, ctl in (("PULSE", lambda idx: None), ("control", lambda idx: control)):
-            imgs = run_strategy(G, faces, [f"req_{name}_{sname}_{i}" for i in picked], ctl, cache, cfg, 0)
-            k = int(sees(imgs.to(device)).sum())
-            row[sname] = {"rate": k / len(picked), "ci95": proportion_ci(k, len(picked))}
+            keys = [f"req_{name}_{sname}_{i}" for i in picked]
+            seen = sees(run_strategy(G, faces, keys, ctl, cache, cfg, 0).to(device)).bool()
+            ok = cache.accepted(keys)
+            k, m = int(seen.sum()), int((seen & ok).sum())
+            row[sname] = {"rate": k / len(picked), "ci95": proportion_ci(k, len(picked)),
+                          "accepted": float(ok.float().mean()), "rate_accepted": m / len(picked),
+                          "rate_accepted_ci95": proportion_ci(m, len(picked))}
         return row
 
     if n > 0 and f.race_head is not None and "Black" in f.race_head.class_names:
@@ -285,10 +293,11 @@ def eval_tables(cfg: TablesConfig) -> dict:
                                                  targets=align(rfaces[idx].to(device)), per_image=True),
         }
         for sname, ctl in strategies.items():
-            imgs = run_strategy(G, rfaces, [f"t2_{sname}_{i}" for i in pick], ctl, cache, cfg, 0)
-            pred = race_judge.predict(imgs.to(device)).cpu()
+            keys = [f"t2_{sname}_{i}" for i in pick]
+            pred = race_judge.predict(run_strategy(G, rfaces, keys, ctl, cache, cfg, 0).to(device)).cpu()
             k = int((pred == rtrue).sum())
-            t2[sname] = {"reid": k / len(pred), "ci95": proportion_ci(k, len(pred)), "n": len(pred)}
+            t2[sname] = {"reid": k / len(pred), "ci95": proportion_ci(k, len(pred)), "n": len(pred),
+                         "accepted": float(cache.accepted(keys).float().mean())}
 
     # --- Table 3: attribute re-identification (judge's reading of the source as reference) ---
     pick = torch.randperm(len(ds), generator=g)[: cfg.attr_faces].tolist()
@@ -312,11 +321,12 @@ def eval_tables(cfg: TablesConfig) -> dict:
     if attr_names:
         strategies["L_attr"] = attr_controls
     for sname, ctl in strategies.items():
-        imgs = run_strategy(G, afaces, [f"t3_{sname.replace(' ', '_')}_{i}" for i in pick], ctl, cache, cfg, 0)
-        pred = attr_judge.predict(imgs.to(device)).cpu()[:, cols]
+        keys = [f"t3_{sname.replace(' ', '_')}_{i}" for i in pick]
+        pred = attr_judge.predict(run_strategy(G, afaces, keys, ctl, cache, cfg, 0).to(device)).cpu()[:, cols]
         hits = (pred == ref)
         k, n = int(hits.sum()), hits.numel()
         t3[sname] = {"reid": k / n, "ci95": proportion_ci(k, n), "n": n,
+                     "accepted": float(cache.accepted(keys).float().mean()),
                      "per_attribute": {a: float(hits[:, j].float().mean()) for j, a in enumerate(PAPER_ATTRIBUTES)}}
 
     requests = _requests_table(G, f, align, ds, utk, race_judge, attr_judge, cache, cfg, g, device)
@@ -370,10 +380,11 @@ def render(r: dict) -> str:
               "![Appendix B, f_arc](appendix_b_f_arc.png) ![Appendix B, f](appendix_b_f.png)", ""]
     for title, key, paper in (("Table 2: race re-identification", "table2", r["paper_table2"]),
                               ("Table 3: attribute re-identification", "table3", r["paper_table3"])):
-        lines += [f"## {title}", "", "| strategy | ours | paper |", "| --- | --- | --- |"]
+        lines += [f"## {title}", "", "| strategy | ours | paper | results accepted (within eps and the control's "
+                  "threshold) |", "| --- | --- | --- | --- |"]
         for s, v in r[key].items():
             lines.append(f"| {s} | {100 * v['reid']:.1f}% ({100 * v['ci95'][0]:.1f}-{100 * v['ci95'][1]:.1f}) "
-                         f"| {paper.get(s, math.nan)}% |")
+                         f"| {paper.get(s, math.nan)}% | {100 * v['accepted']:.0f}% |")
         lines.append("")
     lines += ["## Identity (dlib, distance to another photo of the person; < 0.6 = same person)", ""]
     if "skipped" in r["identity"]:
@@ -389,11 +400,15 @@ def render(r: dict) -> str:
         lines.append("")
     if r.get("requests"):
         lines += ["## Requests: does the control change what an independent judge sees?", "",
-                  "| request | on | judge sees it: plain PULSE | judge sees it: with the control |",
-                  "| --- | --- | --- | --- |"]
+                  "| request | on | judge sees it: plain PULSE | judge sees it: with the control "
+                  "| ... and the result is accepted (within eps and the control's threshold) | accepted |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         for req, v in r["requests"].items():
             cells = [f"{100 * v[k]['rate']:.1f}% ({100 * v[k]['ci95'][0]:.1f}-{100 * v[k]['ci95'][1]:.1f})"
                      for k in ("PULSE", "control")]
+            c = v["control"]
+            cells += [f"{100 * c['rate_accepted']:.1f}% ({100 * c['rate_accepted_ci95'][0]:.1f}-"
+                      f"{100 * c['rate_accepted_ci95'][1]:.1f})", f"{100 * c['accepted']:.0f}%"]
             lines.append(f"| `{req}` | {v['faces']} {v['on']} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["## Models", "", *[f"- {k}: sha256 {v}" for k, v in r["hashes"].items()],
