@@ -27,3 +27,8 @@ def test_every_config_file_is_covered():
 def test_config_file_loads(path, cls):
     cfg = load_config(cls, path)
     assert isinstance(cfg, cls)
+
+
+def test_upscale_yaml_writes_out_the_defaults():
+    # configs/upscale.yaml says it is upscale.py's defaults written out: keep the two in step
+    assert load_config(UpscaleConfig, CONFIGS / "upscale.yaml") == UpscaleConfig()

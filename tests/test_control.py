@@ -90,3 +90,39 @@ def test_per_image_requests_use_each_images_own_target_and_class(extractor):
     assert torch.allclose(ctl._race(feats), want_race)
     attr = ctl._attr(feats)
     assert torch.allclose(attr[:2], extractor.attr_head.requested_loss(feats[:2], {0: 1})) and (attr[2:] == 0).all()
+
+
+def test_controls_weight_the_downscale_loss_with_their_own_ds_weight(tiny_generator, extractor):
+    G = tiny_generator
+    thumbs = torch.rand(1, 3, 4, 4)
+    for w in (100.0, 1000.0):
+        cfg = ControlConfig(ds_weight=w)
+        ctl = Controls(extractor, FixedAlign(G.resolution), cfg, race="Black")
+        # the caller's ds_weight (PULSE's, for the plain search) gives way to the control's
+        res, _, _ = controlled_search(G, thumbs, ctl, steps=3, eps=1e-9, ds_weight=100.0)
+        want = w * res.ds_loss + 0.05 * res.geocross + cfg.race_weight * res.extra["race"]
+        assert torch.allclose(res.total, want, rtol=1e-4)
+
+
+def test_a_retry_of_some_images_uses_those_images_requests(tiny_generator, extractor):
+    G = tiny_generator
+
+    class RejectSecondOnce(Controls):  # the first search accepts image 0 only, so image 1 alone is retried
+        first = [True]
+
+        def accepted(self, res):
+            if self.first.pop() if self.first else False:
+                return torch.tensor([[True], [False]])
+            return super().accepted(res)
+
+    targets = torch.rand(2, 3, 112, 112)
+    ctl = RejectSecondOnce(extractor, FixedAlign(G.resolution), ControlConfig(), targets=targets,
+                           race=["White", "Black"], attrs=[["Smiling=1"], ["Male=0"]], per_image=True)
+    rows = []
+    res, ok, seeds = controlled_search(G, torch.rand(2, 3, 4, 4), ctl, retries=1, steps=2,
+                                       progress=lambda step, rec: rows.append(len(rec["TOTAL"])))
+    assert rows == [2, 2, 1, 1]  # the retry searched one thumbnail, with one image's requests
+    assert seeds[0, 0] == 0 and seeds[1, 0] == 1
+    sub = ctl.subset([1])
+    assert torch.equal(sub.target_feats, ctl.target_feats[1:]) and sub.race.tolist() == [1]
+    assert sub.attrs == [{1: 0}] and ctl.race.tolist() == [0, 1]  # the original is untouched
