@@ -32,6 +32,11 @@ def _tiny_models(tmp_path):
     return over
 
 
+def _results(requests: dict) -> int:
+    """PULSE results a tiny run caches: Tables 1-3, then two (PULSE, control) per request face."""
+    return 3 * 3 + 3 * 4 + 3 * 4 + 2 * sum(v["faces"] for v in requests.values())
+
+
 def test_tables_smoke_resume_and_reproducible(tmp_path):
     need_shared("data", "celeba", "images")
     cfg = load_config(TablesConfig, None, _tiny_models(tmp_path))
@@ -50,14 +55,17 @@ def test_tables_smoke_resume_and_reproducible(tmp_path):
         assert set(r1["identity"]) == {"photo (reference)", "PULSE", "L_sim (f_arc)", "L_sim (f)"}
         assert 0 <= r1["identity"]["L_sim (f)"]["closer_than_pulse"] <= 1
         assert "closer_than_pulse" not in r1["identity"]["PULSE"]
+        target = r1["requests"]["--target (a second photo)"]  # all three Table 1 photos, each with its second
+        assert target["faces"] == 3 and 0 <= target["closer_than_pulse"] <= 1
+        assert "--target (a second photo)" in (tmp_path / "rep" / "report.md").read_text()
     req = r1["requests"]["--race Black"]
     assert req["faces"] == 2 and 0 <= req["PULSE"]["rate"] <= 1 and 0 <= req["control"]["rate"] <= 1
     assert req["control"]["rate_accepted"] <= min(req["control"]["rate"], req["control"]["accepted"])
     accepted = [json.loads(p.read_text())["accepted"] for p in (tmp_path / "rep" / "cache").glob("t2_L_race_*.json")]
     assert r1["table2"]["L_race"]["accepted"] == sum(accepted) / len(accepted)
-    smiles = r1["requests"].get("--attr Smiling=1", {"faces": 0})["faces"]  # faces a random judge reads as not smiling
+    assert r1["requests"]["--race (own race)"]["faces"] == 2
     cached = sorted((tmp_path / "rep" / "cache").glob("*.json"))
-    assert len(cached) == 3 * 3 + 3 * 4 + 3 * 4 + 2 * 2 + 2 * smiles
+    assert len(cached) == _results(r1["requests"])
     stamps = [p.stat().st_mtime_ns for p in cached]
     r2 = eval_tables(cfg)  # a rerun continues from the cache: nothing is searched again
     assert [p.stat().st_mtime_ns for p in cached] == stamps
@@ -77,8 +85,7 @@ def test_tables_sharded_over_two_ranks(tmp_path):
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(script), *over],
                        capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
-    smiles = json.loads((tmp_path / "rep" / "report.json").read_text())["requests"].get("--attr Smiling=1", {})
-    assert len(list((tmp_path / "rep" / "cache").glob("*.json"))) == 3 * 3 + 3 * 4 + 3 * 4 + 2 * 2 + 2 * smiles.get(
-        "faces", 0)
+    requests = json.loads((tmp_path / "rep" / "report.json").read_text())["requests"]
+    assert len(list((tmp_path / "rep" / "cache").glob("*.json"))) == _results(requests)
     assert "world_size: 2" in (tmp_path / "rep" / "run.yaml").read_text()
     assert json.loads((tmp_path / "rep" / "report.json").read_text())["table2"]

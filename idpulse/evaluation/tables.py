@@ -103,18 +103,20 @@ class Cache:
         tmp.replace(self.folder / f"{key}.json")  # the JSON last: its presence means the item is done
 
 
-def run_strategy(G, faces: torch.Tensor, keys: list[str], controls_for, cache: Cache, cfg: TablesConfig,
-                 retries: int) -> torch.Tensor:
+def run_strategy(G, faces: torch.Tensor, keys: list[str], controls_for, cache: Cache,
+                 cfg: TablesConfig) -> torch.Tensor:
     """PULSE results (N, 3, R, R) for `faces` (N, 3, R, R), cached by key; `controls_for(idx)` gives
-    the Controls for a batch of indices (None for plain PULSE). Under torchrun each rank searches
+    the Controls for a batch of indices (None for plain PULSE). Rejected controlled results are
+    retried as `upscale.py` does (`control.retries`); plain PULSE runs once. Under torchrun each rank searches
     its share (index % world == rank) into the shared cache, then every rank reads all of it."""
     rank, world = dist_utils.rank(), dist_utils.world_size()
     todo = [i for i, k in enumerate(keys) if i % world == rank and cache.get(k) is None]
     for s in range(0, len(todo), cfg.batch):
         idx = todo[s:s + cfg.batch]
         thumbs = downscale(faces[idx].to(G.device), cfg.thumbnail_size).clamp(0, 1)
-        res, ok, seeds = controlled_search(G, thumbs, controls_for(idx), retries=retries, seed=cfg.seed,
-                                           steps=cfg.steps, eps=cfg.eps)
+        ctl = controls_for(idx)
+        res, ok, seeds = controlled_search(G, thumbs, ctl, retries=cfg.control.retries if ctl is not None else 0,
+                                           seed=cfg.seed, steps=cfg.steps, eps=cfg.eps)
         for j, i in enumerate(idx):
             cache.put(keys[i], res.images[j, 0], {"ds_loss": float(res.ds_loss[j, 0]), "accepted": bool(ok[j, 0]),
                                                   "seed": int(seeds[j, 0])})
@@ -123,14 +125,21 @@ def run_strategy(G, faces: torch.Tensor, keys: list[str], controls_for, cache: C
     return torch.stack([cache.get(k)[0] for k in keys])
 
 
-def _identity_table(photos, others, plain, look_base, look_ours) -> dict:
-    """dlib distance of each strategy's results (and of the photos themselves) to another photo."""
+def _dlib():
+    """The identity judge, or the reason it is not installed (a string)."""
     try:
         from .identity import DlibIdentity
 
-        judge = DlibIdentity()
+        return DlibIdentity()
     except UserError as e:
-        return {"skipped": str(e)}
+        return str(e)
+
+
+def _identity_table(photos, others, plain, look_base, look_ours) -> dict:
+    """dlib distance of each strategy's results (and of the photos themselves) to another photo."""
+    judge = _dlib()
+    if isinstance(judge, str):
+        return {"skipped": judge}
     table, dist = {}, {}
     for sname, imgs in (("photo (reference)", photos), ("PULSE", plain), ("L_sim (f_arc)", look_base),
                         ("L_sim (f)", look_ours)):
@@ -144,19 +153,24 @@ def _identity_table(photos, others, plain, look_base, look_ours) -> dict:
     return table
 
 
-def _requests_table(G, f, align, celeba, utk, race_judge, attr_judge, cache, cfg, g, device) -> dict:
+def _requests_table(G, f, align, celeba, utk, race_judge, attr_judge, cache, cfg, g, device,
+                    pairs: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
     """Does a request change what an independent judge sees? `--race Black` on UTKFace test faces
-    of other races, `--attr Smiling=1` on CelebA test faces the attribute judge reads as not
-    smiling: how often the judge sees the requested value, for plain PULSE and for the control."""
+    of other races; `--race` with the person's own race on UTKFace test faces of Black, Asian and
+    Indian people (the faces PULSE is known to whiten); `--attr Smiling=1` on CelebA test faces the
+    attribute judge reads as not smiling; with `pairs` (photos, second photos of the same people),
+    `--target` the second photo, judged by dlib against the photo behind the thumbnail: how often
+    the judge sees the requested value, for plain PULSE and for the control, and how often in a
+    result that is also accepted."""
     from ..data import UTKFACE_RACES
 
     n, out = cfg.request_faces, {}
 
-    def rates(name, faces, picked, control, sees):  # faces (N, 3, R, R); sees(images) -> (N,) 0/1
+    def rates(name, faces, picked, controls_for, sees):  # faces (N, 3, R, R); sees(images) -> (N,) 0/1
         row = {}
-        for sname, ctl in (("PULSE", lambda idx: None), ("control", lambda idx: control)):
+        for sname, ctl in (("PULSE", lambda idx: None), ("control", controls_for)):
             keys = [f"req_{name}_{sname}_{i}" for i in picked]
-            seen = sees(run_strategy(G, faces, keys, ctl, cache, cfg, 0).to(device)).bool()
+            seen = sees(run_strategy(G, faces, keys, ctl, cache, cfg).to(device)).bool()
             ok = cache.accepted(keys)
             k, m = int(seen.sum()), int((seen & ok).sum())
             row[sname] = {"rate": k / len(picked), "ci95": proportion_ci(k, len(picked)),
@@ -164,13 +178,47 @@ def _requests_table(G, f, align, celeba, utk, race_judge, attr_judge, cache, cfg
                           "rate_accepted_ci95": proportion_ci(m, len(picked))}
         return row
 
-    if n > 0 and f.race_head is not None and "Black" in f.race_head.class_names:
+    names = f.race_head.class_names if f.race_head is not None else []
+    if n > 0 and "Black" in names:
         black = UTKFACE_RACES.index("Black")
-        others = [i for i in torch.randperm(len(utk), generator=g).tolist() if int(utk.labels["race"][i]) != black][:n]
+        order = torch.randperm(len(utk), generator=g).tolist()
+        others = [i for i in order if int(utk.labels["race"][i]) != black][:n]
         faces = torch.stack([utk[i]["image"] for i in others])
+        shared = Controls(f, align, cfg.control, race="Black")
         out["--race Black"] = {"faces": len(others), "on": "UTKFace test faces of other races",
-                               **rates("black", faces, others, Controls(f, align, cfg.control, race="Black"),
+                               **rates("black", faces, others, lambda idx: shared,
                                        lambda imgs: (race_judge.predict(imgs) == black).cpu())}
+        own = [i for i in order if UTKFACE_RACES[int(utk.labels["race"][i])] in ("Black", "Asian", "Indian")
+               and UTKFACE_RACES[int(utk.labels["race"][i])] in names][:n]
+        if own:
+            faces = torch.stack([utk[i]["image"] for i in own])
+            want = torch.tensor([int(utk.labels["race"][i]) for i in own])  # (N,) UTKFace indices
+            asked = [UTKFACE_RACES[int(r)] for r in want]
+            out["--race (own race)"] = {
+                "faces": len(own), "on": "UTKFace test faces of Black, Asian and Indian people, each asking "
+                                         "for the person's own race",
+                **rates("own", faces, own, lambda idx: Controls(f, align, cfg.control, race=[asked[j] for j in idx],
+                                                                per_image=True),
+                        lambda imgs: (race_judge.predict(imgs).cpu() == want))}
+    if pairs is not None:
+        judge = _dlib()
+        photos, seconds = pairs
+        if not isinstance(judge, str):
+            dists = []  # per strategy (PULSE, then the control): (N,) dlib distance to the photo behind the thumbnail
+
+            def same_person(imgs):
+                dists.append(torch.tensor([judge.distance(x.cpu(), p) for x, p in zip(imgs, photos)]))
+                return dists[-1] < 0.6
+
+            picked = list(range(len(photos)))
+            row = rates("target", photos, picked, lambda idx: Controls(f, align, cfg.control, per_image=True,
+                                                                         targets=align(seconds[idx].to(device))),
+                        same_person)
+            k = int((dists[1] < dists[0]).sum())
+            out["--target (a second photo)"] = {
+                "faces": len(picked), "on": "CelebA test photos, the target another photo of the same person; "
+                                            "judged the same person by dlib as the photo behind the thumbnail",
+                **row, "closer_than_pulse": k / len(picked), "closer_ci95": proportion_ci(k, len(picked))}
     if n > 0 and f.attr_head is not None and "Smiling" in f.attr_head.attribute_names:
         col = attr_judge.names.index("Smiling")
         pool = torch.randperm(len(celeba), generator=g)[: 4 * n].tolist()
@@ -186,9 +234,10 @@ def _requests_table(G, f, align, celeba, utk, race_judge, attr_judge, cache, cfg
         chosen = chosen[:n]
         if chosen:
             faces = torch.cat(kept)[:n]
+            smile = Controls(f, align, cfg.control, attrs=["Smiling=1"])
             out["--attr Smiling=1"] = {
                 "faces": len(chosen), "on": "CelebA test faces the judge reads as not smiling",
-                **rates("smile", faces, chosen, Controls(f, align, cfg.control, attrs=["Smiling=1"]),
+                **rates("smile", faces, chosen, lambda idx: smile,
                         lambda imgs: attr_judge.predict(imgs)[:, col].cpu())}
     return out
 
@@ -237,13 +286,13 @@ def eval_tables(cfg: TablesConfig) -> dict:
 
     srcs = [a for a, _ in same]  # the photos whose thumbnails PULSE upscales
     src_faces = load(srcs)
-    plain = run_strategy(G, src_faces, [f"t1_pulse_{i}" for i in srcs], lambda idx: None, cache, cfg, 0)
+    plain = run_strategy(G, src_faces, [f"t1_pulse_{i}" for i in srcs], lambda idx: None, cache, cfg)
 
     def sim_with(ext, name):  # lookalikes: results optimised with L_sim towards their own source photo
         def controls_for(idx):
             return Controls(ext, align, cfg.control, targets=align(src_faces[idx].to(device)), per_image=True)
 
-        return run_strategy(G, src_faces, [f"t1_{name}_{i}" for i in srcs], controls_for, cache, cfg, 0)
+        return run_strategy(G, src_faces, [f"t1_{name}_{i}" for i in srcs], controls_for, cache, cfg)
 
     look_base, look_ours = sim_with(f_arc, "sim_farc"), sim_with(f, "sim_f")
 
@@ -294,7 +343,7 @@ def eval_tables(cfg: TablesConfig) -> dict:
         }
         for sname, ctl in strategies.items():
             keys = [f"t2_{sname}_{i}" for i in pick]
-            pred = race_judge.predict(run_strategy(G, rfaces, keys, ctl, cache, cfg, 0).to(device)).cpu()
+            pred = race_judge.predict(run_strategy(G, rfaces, keys, ctl, cache, cfg).to(device)).cpu()
             k = int((pred == rtrue).sum())
             t2[sname] = {"reid": k / len(pred), "ci95": proportion_ci(k, len(pred)), "n": len(pred),
                          "accepted": float(cache.accepted(keys).float().mean())}
@@ -322,14 +371,15 @@ def eval_tables(cfg: TablesConfig) -> dict:
         strategies["L_attr"] = attr_controls
     for sname, ctl in strategies.items():
         keys = [f"t3_{sname.replace(' ', '_')}_{i}" for i in pick]
-        pred = attr_judge.predict(run_strategy(G, afaces, keys, ctl, cache, cfg, 0).to(device)).cpu()[:, cols]
+        pred = attr_judge.predict(run_strategy(G, afaces, keys, ctl, cache, cfg).to(device)).cpu()[:, cols]
         hits = (pred == ref)
         k, n = int(hits.sum()), hits.numel()
         t3[sname] = {"reid": k / n, "ci95": proportion_ci(k, n), "n": n,
                      "accepted": float(cache.accepted(keys).float().mean()),
                      "per_attribute": {a: float(hits[:, j].float().mean()) for j, a in enumerate(PAPER_ATTRIBUTES)}}
 
-    requests = _requests_table(G, f, align, ds, utk, race_judge, attr_judge, cache, cfg, g, device)
+    requests = _requests_table(G, f, align, ds, utk, race_judge, attr_judge, cache, cfg, g, device,
+                               pairs=(src_faces, load([b for _, b in same])) if cfg.request_faces > 0 else None)
 
     hashes = {k: sha256(Path(p)) for k, p in (("f_arc", cfg.f_arc), ("f", cfg.f), ("race_judge", cfg.race_judge),
                                                ("attr_judge", cfg.attr_judge))}
@@ -411,6 +461,11 @@ def render(r: dict) -> str:
                       f"{100 * c['rate_accepted_ci95'][1]:.1f})", f"{100 * c['accepted']:.0f}%"]
             lines.append(f"| `{req}` | {v['faces']} {v['on']} | " + " | ".join(cells) + " |")
         lines.append("")
+        for req, v in r["requests"].items():
+            if "closer_than_pulse" in v:
+                lines += [f"`{req}`: the result is nearer (by the same judge) to the person than plain PULSE's "
+                          f"result of the same thumbnail for {100 * v['closer_than_pulse']:.1f}% of faces "
+                          f"({100 * v['closer_ci95'][0]:.1f}-{100 * v['closer_ci95'][1]:.1f}).", ""]
     lines += ["## Models", "", *[f"- {k}: sha256 {v}" for k, v in r["hashes"].items()],
               f"- judges' own test metrics: {json.dumps(r['judges'], default=float)[:400]}", "",
               f"Wall time: {r['seconds'] / 60:.1f} min" + _resumed(r.get("results", {})) + ".", ""]
