@@ -2,7 +2,8 @@
 
 Eq. 5 `L_sim = S_1(I, J)` towards photos J of the person (mean over the photos), Eq. 6
 `L_race = CE(C_race(f(I)), r)`, Eq. 7 `L_attr = sum_(a, v) BCE(C_attr(f(I))_a, v)`; Eq. 8 adds
-them, weighted, to PULSE's objective (`LossTerm`s of `pulse_search`). The generated face is
+them, weighted, to PULSE's objective (`LossTerm`s of `pulse_search`), whose L_DS weight becomes
+`ControlConfig.ds_weight` while a control is on. The generated face is
 aligned into f's frame first (`FixedAlign` for generators in the training crops' frame,
 `DetectedAlign` for PULSE's FFHQ ones); f is frozen. A result is accepted when its L_DS is within
 eps and every used control loss is at most its threshold; `controlled_search` retries rejected
