@@ -334,6 +334,9 @@ def run_upscale(cfg: UpscaleConfig, inputs: list[str], *, progress: bool = True)
         thumbs.append(th)
     _unique_names(thumbs, set())
     controls, singles = build_controls(cfg, G, detector)
+    if controls is not None and cfg.pulse.ds_weight != PulseConfig().ds_weight:  # the user set it: say where it goes
+        say(f"note: with a control on, L_DS is weighted by control.ds_weight={cfg.control.ds_weight:g}, "
+            f"not pulse.ds_weight={cfg.pulse.ds_weight:g} (that one weights the plain PULSE column)")
     pkw = dataclasses.asdict(cfg.pulse)
     retries = cfg.control.retries if controls is not None else 0
     summary, t0 = [], time.time()

@@ -167,6 +167,7 @@ def test_controls_end_to_end(tmp_path, extractor_file, astronaut):
     r = run(thumb(tmp_path / "a.png"), "--out", out, *FAST, "--extractor", extractor_file, "--race", "Black",
             "--attr", "Smiling=1", "--target", astronaut, "--control.retries=0")
     assert r.returncode == 0, r.stderr
+    assert "control.ds_weight" not in r.stderr  # said only where the user set pulse.ds_weight
     rec = json.loads((out / "a" / "result.json").read_text())
     res = rec["results"][0]
     for key in ("sim_loss", "race_loss", "attr_loss", "race_probs", "attribute_probs", "target_angles_deg",
@@ -195,8 +196,9 @@ def test_bad_control_requests(tmp_path, extractor_file):
 def test_impossible_eps_is_an_honest_rejection(tmp_path, extractor_file):
     out = tmp_path / "out"
     r = run(thumb(tmp_path / "a.png"), "--out", out, *FAST, "--extractor", extractor_file, "--attr", "Male=1",
-            "--eps", "1e-9", "--control.retries=1")
+            "--eps", "1e-9", "--control.retries=1", "--pulse.ds_weight=50")
     assert r.returncode == 0, r.stderr
+    assert "L_DS is weighted by control.ds_weight=1000, not pulse.ds_weight=50" in r.stderr
     assert "NOT accepted within eps 1e-09 and the control thresholds" in r.stderr and "Traceback" not in r.stderr
     rec = json.loads((out / "a" / "result.json").read_text())
     assert rec["success"] is False and not any(x["accepted"] for x in rec["results"])
