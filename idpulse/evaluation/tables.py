@@ -51,7 +51,7 @@ class TablesConfig:
     pairs: int = 100  # pairs per Table 1 set
     race_faces: int = 100
     attr_faces: int = 100
-    request_faces: int = 100  # faces for the requests table (--race Black, --attr Smiling=1); 0: none
+    request_faces: int = 100  # faces per row of the requests table (--target uses Table 1's pairs); 0: no table
     thumbnail_size: int = 8
     steps: int = 100
     eps: float = 2e-3
@@ -84,10 +84,6 @@ class Cache:
     def count(self) -> int:
         return sum(1 for _ in self.folder.glob("*.json"))
 
-    def accepted(self, keys: list[str]) -> torch.Tensor:
-        """(N,) bool: was each result accepted (within eps, and under its control thresholds)."""
-        return torch.tensor([json.loads((self.folder / f"{k}.json").read_text())["accepted"] for k in keys])
-
     def get(self, key: str):
         meta = self.folder / f"{key}.json"
         if not meta.is_file():
@@ -104,8 +100,9 @@ class Cache:
 
 
 def run_strategy(G, faces: torch.Tensor, keys: list[str], controls_for, cache: Cache,
-                 cfg: TablesConfig) -> torch.Tensor:
-    """PULSE results (N, 3, R, R) for `faces` (N, 3, R, R), cached by key; `controls_for(idx)` gives
+                 cfg: TablesConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """PULSE results (N, 3, R, R) for `faces` (N, 3, R, R), cached by key, and whether each was
+    accepted (N,) bool (within eps, and under its control thresholds); `controls_for(idx)` gives
     the Controls for a batch of indices (None for plain PULSE). Rejected controlled results are
     retried as `upscale.py` does (`control.retries`); plain PULSE runs once. Under torchrun each rank searches
     its share (index % world == rank) into the shared cache, then every rank reads all of it."""
@@ -122,7 +119,8 @@ def run_strategy(G, faces: torch.Tensor, keys: list[str], controls_for, cache: C
                                                   "seed": int(seeds[j, 0])})
     dist_utils.barrier()
     # read back from the cache: 8-bit PNGs, so a fresh, a resumed and a sharded run see the same pixels
-    return torch.stack([cache.get(k)[0] for k in keys])
+    items = [cache.get(k) for k in keys]
+    return torch.stack([img for img, _ in items]), torch.tensor([info["accepted"] for _, info in items])
 
 
 def _dlib():
@@ -135,9 +133,9 @@ def _dlib():
         return str(e)
 
 
-def _identity_table(photos, others, plain, look_base, look_ours) -> dict:
-    """dlib distance of each strategy's results (and of the photos themselves) to another photo."""
-    judge = _dlib()
+def _identity_table(judge, photos, others, plain, look_base, look_ours) -> dict:
+    """dlib distance of each strategy's results (and of the photos themselves) to another photo;
+    `judge` is `_dlib()`'s answer."""
     if isinstance(judge, str):
         return {"skipped": judge}
     table, dist = {}, {}
@@ -153,13 +151,14 @@ def _identity_table(photos, others, plain, look_base, look_ours) -> dict:
     return table
 
 
-def _requests_table(G, f, align, celeba, utk, race_judge, attr_judge, cache, cfg, g, device,
-                    pairs: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict:
+def _requests_table(G, f, align, celeba, utk, race_judge, attr_judge, identity_judge, cache, cfg, g, device,
+                    pairs: tuple[torch.Tensor, torch.Tensor]) -> dict:
     """Does a request change what an independent judge sees? `--race Black` on UTKFace test faces
     of other races; `--race` with the person's own race on UTKFace test faces of Black, Asian and
     Indian people (the faces PULSE is known to whiten); `--attr Smiling=1` on CelebA test faces the
-    attribute judge reads as not smiling; with `pairs` (photos, second photos of the same people),
-    `--target` the second photo, judged by dlib against the photo behind the thumbnail: how often
+    attribute judge reads as not smiling; on `pairs` (photos, second photos of the same people),
+    `--target` the second photo, judged by dlib (`identity_judge`, `_dlib()`'s answer) against the
+    photo behind the thumbnail: how often
     the judge sees the requested value, for plain PULSE and for the control, and how often in a
     result that is also accepted."""
     from ..data import UTKFACE_RACES
@@ -170,8 +169,8 @@ def _requests_table(G, f, align, celeba, utk, race_judge, attr_judge, cache, cfg
         row = {}
         for sname, ctl in (("PULSE", lambda idx: None), ("control", controls_for)):
             keys = [f"req_{name}_{sname}_{i}" for i in picked]
-            seen = sees(run_strategy(G, faces, keys, ctl, cache, cfg).to(device)).bool()
-            ok = cache.accepted(keys)
+            imgs, ok = run_strategy(G, faces, keys, ctl, cache, cfg)
+            seen = sees(imgs.to(device)).bool()
             k, m = int(seen.sum()), int((seen & ok).sum())
             row[sname] = {"rate": k / len(picked), "ci95": proportion_ci(k, len(picked)),
                           "accepted": float(ok.float().mean()), "rate_accepted": m / len(picked),
@@ -188,37 +187,35 @@ def _requests_table(G, f, align, celeba, utk, race_judge, attr_judge, cache, cfg
         out["--race Black"] = {"faces": len(others), "on": "UTKFace test faces of other races",
                                **rates("black", faces, others, lambda idx: shared,
                                        lambda imgs: (race_judge.predict(imgs) == black).cpu())}
-        own = [i for i in order if UTKFACE_RACES[int(utk.labels["race"][i])] in ("Black", "Asian", "Indian")
-               and UTKFACE_RACES[int(utk.labels["race"][i])] in names][:n]
+        asked_of = {i: UTKFACE_RACES[int(utk.labels["race"][i])] for i in order}  # each face's own race
+        own = [i for i in order if asked_of[i] in ("Black", "Asian", "Indian") and asked_of[i] in names][:n]
         if own:
             faces = torch.stack([utk[i]["image"] for i in own])
             want = torch.tensor([int(utk.labels["race"][i]) for i in own])  # (N,) UTKFace indices
-            asked = [UTKFACE_RACES[int(r)] for r in want]
+            asked = [asked_of[i] for i in own]
             out["--race (own race)"] = {
                 "faces": len(own), "on": "UTKFace test faces of Black, Asian and Indian people, each asking "
                                          "for the person's own race",
                 **rates("own", faces, own, lambda idx: Controls(f, align, cfg.control, race=[asked[j] for j in idx],
                                                                 per_image=True),
                         lambda imgs: (race_judge.predict(imgs).cpu() == want))}
-    if pairs is not None:
-        judge = _dlib()
+    if n > 0 and not isinstance(identity_judge, str):
         photos, seconds = pairs
-        if not isinstance(judge, str):
-            dists = []  # per strategy (PULSE, then the control): (N,) dlib distance to the photo behind the thumbnail
+        dists = []  # per strategy (PULSE, then the control): (N,) dlib distance to the photo behind the thumbnail
 
-            def same_person(imgs):
-                dists.append(torch.tensor([judge.distance(x.cpu(), p) for x, p in zip(imgs, photos)]))
-                return dists[-1] < 0.6
+        def same_person(imgs):
+            dists.append(torch.tensor([identity_judge.distance(x.cpu(), p) for x, p in zip(imgs, photos)]))
+            return dists[-1] < 0.6
 
-            picked = list(range(len(photos)))
-            row = rates("target", photos, picked, lambda idx: Controls(f, align, cfg.control, per_image=True,
-                                                                         targets=align(seconds[idx].to(device))),
-                        same_person)
-            k = int((dists[1] < dists[0]).sum())
-            out["--target (a second photo)"] = {
-                "faces": len(picked), "on": "CelebA test photos, the target another photo of the same person; "
-                                            "judged the same person by dlib as the photo behind the thumbnail",
-                **row, "closer_than_pulse": k / len(picked), "closer_ci95": proportion_ci(k, len(picked))}
+        picked = list(range(len(photos)))
+        row = rates("target", photos, picked, lambda idx: Controls(f, align, cfg.control, per_image=True,
+                                                                     targets=align(seconds[idx].to(device))),
+                    same_person)
+        k = int((dists[1] < dists[0]).sum())
+        out["--target (a second photo)"] = {
+            "faces": len(picked), "on": "CelebA test photos, the target another photo of the same person; "
+                                        "judged the same person by dlib as the photo behind the thumbnail",
+            **row, "closer_than_pulse": k / len(picked), "closer_ci95": proportion_ci(k, len(picked))}
     if n > 0 and f.attr_head is not None and "Smiling" in f.attr_head.attribute_names:
         col = attr_judge.names.index("Smiling")
         pool = torch.randperm(len(celeba), generator=g)[: 4 * n].tolist()
@@ -286,13 +283,14 @@ def eval_tables(cfg: TablesConfig) -> dict:
 
     srcs = [a for a, _ in same]  # the photos whose thumbnails PULSE upscales
     src_faces = load(srcs)
-    plain = run_strategy(G, src_faces, [f"t1_pulse_{i}" for i in srcs], lambda idx: None, cache, cfg)
+    seconds = load([b for _, b in same])  # another photo of each source's person
+    plain, _ = run_strategy(G, src_faces, [f"t1_pulse_{i}" for i in srcs], lambda idx: None, cache, cfg)
 
     def sim_with(ext, name):  # lookalikes: results optimised with L_sim towards their own source photo
         def controls_for(idx):
             return Controls(ext, align, cfg.control, targets=align(src_faces[idx].to(device)), per_image=True)
 
-        return run_strategy(G, src_faces, [f"t1_{name}_{i}" for i in srcs], controls_for, cache, cfg)
+        return run_strategy(G, src_faces, [f"t1_{name}_{i}" for i in srcs], controls_for, cache, cfg)[0]
 
     look_base, look_ours = sim_with(f_arc, "sim_farc"), sim_with(f, "sim_f")
 
@@ -308,7 +306,7 @@ def eval_tables(cfg: TablesConfig) -> dict:
     sets = {}
     for name, ext in (("f_arc", f_arc), ("f", f)):
         sets[name] = {
-            "CelebA-Same": angles(ext, src_faces, load([b for _, b in same])),
+            "CelebA-Same": angles(ext, src_faces, seconds),
             "CelebA-Diff": angles(ext, load([a for a, _ in diff]), load([b for _, b in diff])),
             "PULSE-Pairs": angles(ext, src_faces, plain),
             "Lookalike-Baseline": angles(ext, src_faces, look_base),
@@ -319,7 +317,8 @@ def eval_tables(cfg: TablesConfig) -> dict:
     t1 = table1(sets["f_arc"], sets["f"])
 
     # --- identity: dlib distance of each result to another photo of the person (optional judge) ---
-    identity = _identity_table(src_faces, load([b for _, b in same]), plain, look_base, look_ours) if main else {}
+    identity_judge = _dlib()
+    identity = _identity_table(identity_judge, src_faces, seconds, plain, look_base, look_ours) if main else {}
 
     # --- Table 2: race re-identification (UTKFace test split, judged by the race judge) ---
     utk = UTKFace(root / "utkface" if root else None, split="test", size=R, frame=True)  # the generator's frame
@@ -343,10 +342,11 @@ def eval_tables(cfg: TablesConfig) -> dict:
         }
         for sname, ctl in strategies.items():
             keys = [f"t2_{sname}_{i}" for i in pick]
-            pred = race_judge.predict(run_strategy(G, rfaces, keys, ctl, cache, cfg).to(device)).cpu()
+            imgs, ok = run_strategy(G, rfaces, keys, ctl, cache, cfg)
+            pred = race_judge.predict(imgs.to(device)).cpu()
             k = int((pred == rtrue).sum())
             t2[sname] = {"reid": k / len(pred), "ci95": proportion_ci(k, len(pred)), "n": len(pred),
-                         "accepted": float(cache.accepted(keys).float().mean())}
+                         "accepted": float(ok.float().mean())}
 
     # --- Table 3: attribute re-identification (judge's reading of the source as reference) ---
     pick = torch.randperm(len(ds), generator=g)[: cfg.attr_faces].tolist()
@@ -371,15 +371,16 @@ def eval_tables(cfg: TablesConfig) -> dict:
         strategies["L_attr"] = attr_controls
     for sname, ctl in strategies.items():
         keys = [f"t3_{sname.replace(' ', '_')}_{i}" for i in pick]
-        pred = attr_judge.predict(run_strategy(G, afaces, keys, ctl, cache, cfg).to(device)).cpu()[:, cols]
+        imgs, ok = run_strategy(G, afaces, keys, ctl, cache, cfg)
+        pred = attr_judge.predict(imgs.to(device)).cpu()[:, cols]
         hits = (pred == ref)
         k, n = int(hits.sum()), hits.numel()
         t3[sname] = {"reid": k / n, "ci95": proportion_ci(k, n), "n": n,
-                     "accepted": float(cache.accepted(keys).float().mean()),
+                     "accepted": float(ok.float().mean()),
                      "per_attribute": {a: float(hits[:, j].float().mean()) for j, a in enumerate(PAPER_ATTRIBUTES)}}
 
-    requests = _requests_table(G, f, align, ds, utk, race_judge, attr_judge, cache, cfg, g, device,
-                               pairs=(src_faces, load([b for _, b in same])) if cfg.request_faces > 0 else None)
+    requests = _requests_table(G, f, align, ds, utk, race_judge, attr_judge, identity_judge, cache, cfg, g, device,
+                               pairs=(src_faces, seconds))
 
     hashes = {k: sha256(Path(p)) for k, p in (("f_arc", cfg.f_arc), ("f", cfg.f), ("race_judge", cfg.race_judge),
                                                ("attr_judge", cfg.attr_judge))}
