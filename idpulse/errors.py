@@ -7,3 +7,7 @@ class UserError(Exception):
 
 class CheckpointError(UserError):
     """A weight file is missing, unreadable, or does not fit the model it is loaded into."""
+
+
+class SearchArgumentError(UserError, ValueError):
+    """A search argument that cannot work (a ValueError for library callers, one line in the CLIs)."""

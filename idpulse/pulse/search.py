@@ -4,9 +4,11 @@
 
 `thumbnails` (N, 3, s, s) in [0, 1]; the search optimises N * num_seeds latents at once, image
 n with seed k in batch row `n * num_seeds + k`. Every loss is per row and the total is their
-sum, so rows never interact (Adam and the spherical projection are element/row-wise): each
-row's trajectory is the one a search of that image alone would take. The best step of each row
-is kept (first rows within eps, then the lowest total loss), and success is judged per row.
+sum, so rows never interact (Adam and the spherical projection are element/row-wise), and each
+row starts from its own random start, keyed by the item and the start number (`starts.py`): a
+row's trajectory is the one a search of that image alone would take, in any batch. The best
+step of each row is kept (first rows within eps, then the lowest total loss), and success is
+judged per row. Any float dtype works: the search runs in G's (float64 for parity tests).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import SearchArgumentError
 from ..generator.stylegan import Generator
 from .downsample import BicubicDownsample
 from .losses import downscale_loss, geocross
 from .optim import OPTIMIZERS, SphericalOptimizer, lr_lambda
+from .starts import draw_starts, thumbnail_keys
 
 
 def best_index(total: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
@@ -64,6 +68,8 @@ class PulseResult:
     extra: dict[str, torch.Tensor]  # name -> (N, S): each extra term (unweighted) at the kept step
     success: torch.Tensor  # (N, S) bool: L_DS within eps
     best_step: torch.Tensor  # (N, S) long, 0-based
+    keys: list[str]  # (N,) the items' keys behind their starts
+    starts: torch.Tensor  # (N, S) long: the start number of each row (see `starts.py`)
     history: list[dict[str, torch.Tensor]]  # per step: name -> (N * S,) as computed at that step
     frames: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (step, (N, S, 3, R, R))
     eps: float = 0.0
@@ -79,22 +85,20 @@ class PulseResult:
         return best_index(self.total, self.success)
 
 
-def _noise_maps(G: Generator, batch: int, seeds: list[int], *, noise_type: str, trainable_layers: int,
-                bad_layers: Sequence[int], device: torch.device, dtype: torch.dtype,
-                init: Sequence[torch.Tensor | None] | None, per_seed: int) -> tuple[list, list]:
-    n_layers = G.num_ws
-    bad = {b % n_layers for b in bad_layers}
+def _noise_maps(drawn: Sequence[torch.Tensor], *, noise_type: str, trainable_layers: int, bad: set[int],
+                device: torch.device, dtype: torch.dtype,
+                init: Sequence[torch.Tensor | None] | None) -> tuple[list, list]:
+    """The per-layer noise maps of the search from the rows' drawn starts (layer i: (B, 1, H, W));
+    bad layers are zero, given ones replace the drawn ones; -> (all maps, the trainable ones)."""
     noise, trainable = [], []
-    gens = [torch.Generator().manual_seed(s + 7919) for s in seeds]
-    for i, shape in enumerate(G.synthesis.noise_shapes(batch)):
+    for i, d in enumerate(drawn):
         given = init[i] if init is not None and i < len(init) else None
         if noise_type == "zero" or i in bad:
-            t = torch.zeros(shape, device=device, dtype=dtype)
+            t = torch.zeros(d.shape, device=device, dtype=dtype)
         elif given is not None:
-            t = given.detach().to(device, dtype).expand(shape).clone()
-        else:  # the same start for every image with the same seed, whatever the batch holds
-            one = torch.stack([torch.randn(shape[1:], generator=g) for g in gens])  # (S, 1, H, W)
-            t = one.repeat(batch // per_seed, 1, 1, 1).to(device, dtype)
+            t = given.detach().to(device, dtype).expand(d.shape).clone()
+        else:
+            t = d.to(device, dtype)
         if noise_type == "trainable" and i < trainable_layers and i not in bad:
             t.requires_grad_(True)
             trainable.append(t)
@@ -108,6 +112,8 @@ def pulse_search(
     *,
     num_seeds: int = 1,
     seed: int = 0,
+    keys: Sequence[str] | None = None,
+    first_start: int = 0,
     steps: int = 100,
     eps: float = 2e-3,
     learning_rate: float = 0.4,
@@ -128,48 +134,59 @@ def pulse_search(
     """Searches G's latent space for faces that bicubic-downscale to `thumbnails` (Eq. 3 + extras).
 
     Hyperparameters are PULSE's defaults; `bad_noise_layers` counts from the end when negative
-    (PULSE zeroes its last layer, 17 of 18). `seed + k` seeds the start of seed k, the same for
-    every image. `save_every > 0` keeps every that-many steps' images as `frames`. `progress`:
-    True for a tqdm bar, or a callback `(step, losses)`. G runs in eval mode with its weights frozen
-    (its flags are restored afterwards); the device and dtype are G's.
+    (PULSE zeroes its last layer, 17 of 18) and must lie in `-num_ws .. num_ws - 1`. Row (n, k)
+    starts from start number `first_start + k` of item `keys[n]` under the run's `seed`
+    (`starts.py`): its own latent and noise maps, whatever batch it runs in. `keys` default to a
+    hash of each thumbnail's 8-bit pixels. `save_every > 0` keeps every that-many steps' images
+    as `frames`. `progress`: True for a tqdm bar, or a callback `(step, losses)`. G runs in eval
+    mode with its weights frozen (its flags are restored afterwards); the device and dtype are G's.
     """
     if thumbnails.ndim != 4 or thumbnails.shape[1] != 3 or thumbnails.shape[2] != thumbnails.shape[3]:
-        raise ValueError(f"thumbnails must be (N, 3, s, s), got {tuple(thumbnails.shape)}")
+        raise SearchArgumentError(f"thumbnails must be (N, 3, s, s), got {tuple(thumbnails.shape)}")
     if not G.has_gaussian_fit:
-        raise ValueError("the generator has no gaussian fit: call G.fit_gaussian() or load one")
+        raise SearchArgumentError("the generator has no gaussian fit: call G.fit_gaussian() or load one")
     size = thumbnails.shape[-1]
     if G.resolution % size:
-        raise ValueError(f"thumbnail size {size} does not divide the generator's {G.resolution} px")
+        raise SearchArgumentError(f"thumbnail size {size} does not divide the generator's {G.resolution} px")
     if steps < 1 or num_seeds < 1:
-        raise ValueError("steps and num_seeds must be at least 1")
+        raise SearchArgumentError("steps and num_seeds must be at least 1")
     if noise_type not in ("zero", "fixed", "trainable"):
-        raise ValueError(f"unknown noise_type {noise_type!r} (use zero, fixed, trainable)")
+        raise SearchArgumentError(f"unknown noise_type {noise_type!r} (use zero, fixed, trainable)")
     if loss not in ("L2", "L1"):
-        raise ValueError(f"unknown downscale loss {loss!r} (use L2 or L1)")
+        raise SearchArgumentError(f"unknown downscale loss {loss!r} (use L2 or L1)")
     if optimizer not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {optimizer!r} (use {', '.join(OPTIMIZERS)})")
+        raise SearchArgumentError(f"unknown optimizer {optimizer!r} (use {', '.join(OPTIMIZERS)})")
+    n_layers = G.num_ws
+    for b in bad_noise_layers:
+        if not -n_layers <= int(b) < n_layers:
+            raise SearchArgumentError(f"bad_noise_layers entry {b} is outside {-n_layers}..{n_layers - 1}: this "
+                                      f"generator has {n_layers} noise layers (negative entries count from the end)")
+    if keys is not None and len(keys) != thumbnails.shape[0]:
+        raise SearchArgumentError(f"{len(keys)} keys for {thumbnails.shape[0]} thumbnails: give one key per thumbnail")
     lr_lambda(lr_schedule, steps)  # raises for an unknown schedule
     device, dtype = G.device, G.w_mean.dtype
     n_img = thumbnails.shape[0]
     batch = n_img * num_seeds
-    seeds = [seed + k for k in range(num_seeds)]
+    keys = [str(k) for k in keys] if keys is not None else thumbnail_keys(thumbnails)
+    starts = list(range(first_start, first_start + num_seeds))
     target = thumbnails.to(device, dtype).repeat_interleave(num_seeds, dim=0)  # (B, 3, s, s)
     ds = BicubicDownsample(G.resolution // size).to(device)
 
     rows = 1 if tile_latent else G.num_ws
+    # every row's own start (drawn on the CPU in float32, so any device and dtype start alike)
+    drawn_v, drawn_noise = draw_starts(keys, starts, seed=seed, num_ws=G.num_ws, w_dim=G.w_dim,
+                                       noise_shapes=[s[1:] for s in G.synthesis.noise_shapes(1)])
     if init is not None:
         v = init.latent.detach().to(device, dtype)
         if v.shape[1:] != (rows, G.w_dim):
-            raise ValueError(f"init latent must be (B, {rows}, {G.w_dim}), got {tuple(v.shape)}")
+            raise SearchArgumentError(f"init latent must be (B, {rows}, {G.w_dim}), got {tuple(v.shape)}")
         v = v.expand(batch, -1, -1).clone()
     else:
-        v = torch.stack([torch.randn(rows, G.w_dim, generator=torch.Generator().manual_seed(s)) for s in seeds])
-        v = v.repeat(n_img, 1, 1).to(device, dtype)  # (B, rows, 512)
+        v = drawn_v[:, :rows].to(device, dtype)  # (B, rows, 512)
     v.requires_grad_(True)
-    noise, noise_vars = _noise_maps(G, batch, seeds, noise_type=noise_type,
-                                    trainable_layers=num_trainable_noise_layers, bad_layers=bad_noise_layers,
-                                    device=device, dtype=dtype, init=init.noise if init is not None else None,
-                                    per_seed=num_seeds)
+    noise, noise_vars = _noise_maps(drawn_noise, noise_type=noise_type, trainable_layers=num_trainable_noise_layers,
+                                    bad={int(b) % n_layers for b in bad_noise_layers}, device=device, dtype=dtype,
+                                    init=init.noise if init is not None else None)
     params = [v, *noise_vars]
     opt = SphericalOptimizer(params, OPTIMIZERS[optimizer](params, lr=learning_rate))
     sched = torch.optim.lr_scheduler.LambdaLR(opt.opt, lr_lambda(lr_schedule, steps))
@@ -250,5 +267,6 @@ def pulse_search(
         images=shape(best["img"]), latents=shape(best["v"]), ws=shape(best["ws"]), ds_loss=shape(best["ds"]),
         geocross=shape(best["geo"]), total=shape(best["total"]),
         extra={k: shape(t) for k, t in best["extra"].items()}, success=shape(best["ds"] <= eps),
-        best_step=shape(best["step"]), history=history, frames=frames, eps=eps, seconds=time.time() - t0,
+        best_step=shape(best["step"]), keys=keys, starts=torch.tensor(starts).expand(n_img, -1).clone(),
+        history=history, frames=frames, eps=eps, seconds=time.time() - t0,
     )
