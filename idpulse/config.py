@@ -75,6 +75,18 @@ def _check(tp, value, key: str):
     return value
 
 
+def at_least(low: float, default):
+    """A dataclass field whose value must be >= `low` (sizes, counts, steps): a config that sets
+    it lower is an error naming the key, not a crash (or a silent no-op) later."""
+    return dataclasses.field(default=default, metadata={"min": low})
+
+
+def _check_bounds(f: dataclasses.Field, value, key: str) -> None:
+    low = f.metadata.get("min")
+    if low is not None and isinstance(value, (int, float)) and value < low:
+        raise ConfigError(f"config key '{key}' must be at least {low:g}, got {value!r}")
+
+
 def _build(cls: type[T], data: dict, prefix: str = "") -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -83,7 +95,19 @@ def _build(cls: type[T], data: dict, prefix: str = "") -> T:
         raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' (valid keys under "
                           f"'{prefix or '<top>'}': {', '.join(sorted(fields))})")
     kwargs = {k: _check(hints[k], v, prefix + k) for k, v in data.items()}
+    for k, v in kwargs.items():
+        _check_bounds(fields[k], v, prefix + k)
     return cls(**kwargs)
+
+
+def validate(cfg, prefix: str = "") -> None:
+    """Checks the bounds of a config built in Python (`load_config` checks those it builds)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            validate(value, f"{prefix}{f.name}.")
+        else:
+            _check_bounds(f, value, prefix + f.name)
 
 
 def _merge(base: dict, override: dict) -> dict:
@@ -135,6 +159,31 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def check_resume(saved: dict, cfg, state_path: str | Path, may_change: set[str] = frozenset()) -> None:
+    """A run resumes only with the settings it was started with (its data, model, schedule...):
+    otherwise a one-line error naming the first setting that changed, instead of a size mismatch
+    deep in the loop or a silently different run. `may_change`: keys that do not alter the result
+    (the device, logging intervals) or that extend the run (more epochs)."""
+    old, new = _flatten(saved), _flatten(to_dict(cfg))
+    for key in sorted(set(old) | set(new)):
+        if key in may_change or key.split(".")[0] in may_change:
+            continue
+        if old.get(key, "<not set>") != new.get(key, "<not set>"):
+            raise ConfigError(f"{state_path} was started with {key}={old.get(key, '<not set>')!r}, this run asks for "
+                              f"{new.get(key, '<not set>')!r}: resume with the run's own settings (its config.yaml), "
+                              "or give another --run_dir")
 
 
 def git_commit(cwd: str | Path | None = None) -> str:

@@ -2,12 +2,12 @@
 
 Eq. 5 `L_sim = S_1(I, J)` towards photos J of the person (mean over the photos), Eq. 6
 `L_race = CE(C_race(f(I)), r)`, Eq. 7 `L_attr = sum_(a, v) BCE(C_attr(f(I))_a, v)`; Eq. 8 adds
-them, weighted, to PULSE's objective (`LossTerm`s of `pulse_search`), whose L_DS weight becomes
-`ControlConfig.ds_weight` while a control is on. The generated face is
-aligned into f's frame first (`FixedAlign` for generators in the training crops' frame,
-`DetectedAlign` for PULSE's FFHQ ones); f is frozen. A result is accepted when its L_DS is within
-eps and every used control loss is at most its threshold; `controlled_search` retries rejected
-results with new seeds.
+them, weighted, to PULSE's objective unchanged (`LossTerm`s of `pulse_search`: L_DS and GEOCROSS
+keep the weights of the search's settings, so a controlled search differs from plain PULSE by
+the control terms alone). The generated face is aligned into f's frame first (`FixedAlign` for
+generators in the training crops' frame, `DetectedAlign` for PULSE's FFHQ ones); f is frozen.
+A result is accepted when its L_DS is within eps and every used control loss is at most its
+threshold; `controlled_search` searches rejected results again from fresh starts.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 
 from .errors import UserError
 from .extractor import FaceExtractor, angle_deg, similarity_loss
-from .pulse import LossTerm, PulseResult, pulse_search
+from .pulse import LossTerm, PulseResult, pulse_search, thumbnail_keys
 
 
 @dataclass
@@ -34,11 +34,8 @@ class ControlConfig:
     sim_max: float = 0.5  # L_sim at most this (about: angle below theta_thr)
     race_max: float = 0.5  # cross-entropy at most this (p(race) above about 0.6)
     attr_max: float = 0.1  # per the authors' code
-    retries: int = 2  # extra searches with new seeds for rejected results
-    # L_DS's weight in Eq. 8 when a control is used, instead of pulse.ds_weight (PULSE's 100). With
-    # 100 a control of weight 5 holds the search at a balance just outside eps (a third to two thirds
-    # of `--race` results were rejected, at L_DS 2.1-4e-3); 1000 keeps them within it.
-    ds_weight: float = 1000.0
+    # L_DS's weight, eps and the retries are the search's (`pulse.*`), shared with plain PULSE: Eq. 8
+    # adds the control terms to PULSE's objective and changes nothing else.
 
 
 def race_index(name: str, classes: list[str]) -> int:
@@ -77,8 +74,9 @@ class Controls:
         self.per_image = per_image
         self.target_feats = None
         if targets is not None and len(targets):
+            p = next(f.parameters())
             with torch.no_grad():
-                self.target_feats = f(targets)  # (K, 512) of the aligned target photos
+                self.target_feats = f(targets.to(p.device, p.dtype))  # (K, 512) of the aligned target photos
         self.race = None  # (N,) class indices per image, or one index for all
         if race:
             if f.race_head is None:
@@ -169,7 +167,8 @@ class Controls:
     @torch.no_grad()
     def describe(self, images: torch.Tensor) -> list[dict]:
         """Per image (B, 3, R, R): predicted race and attribute probabilities, angle to each target."""
-        feats = self.f(self.align(images.to(next(self.f.parameters()).device)))
+        p = next(self.f.parameters())
+        feats = self.f(self.align(images.to(p.device, p.dtype)))
         out = [{} for _ in range(len(images))]
         if self.f.race_head is not None:
             p = self.f.race_head(feats).softmax(1)
@@ -191,39 +190,52 @@ class Controls:
 
 def _copy_slot(res: PulseResult, n: int, slot: int, new: PulseResult, j: int, k: int) -> None:
     """res[n, slot] <- new[j, k], for every per-slot field (in place: the tensors are the caller's)."""
-    for name in ("images", "latents", "ws", "ds_loss", "geocross", "total", "success", "best_step"):
+    for name in ("images", "latents", "ws", "ds_loss", "geocross", "total", "success", "best_step", "starts"):
         getattr(res, name)[n, slot] = getattr(new, name)[j, k]
     for name, v in res.extra.items():
         v[n, slot] = new.extra[name][j, k]
+    for (_, frame), (_, new_frame) in zip(res.frames, new.frames):  # the kept result's own search steps
+        frame[n, slot] = new_frame[j, k]
 
 
-def controlled_search(G, thumbnails: torch.Tensor, controls: Controls | None, *, retries: int = 0, seed: int = 0,
-                      num_seeds: int = 1, **pulse_kwargs) -> tuple[PulseResult, torch.Tensor, torch.Tensor]:
-    """PULSE with the controls' loss terms; rejected results are searched again with new seeds
-    (up to `retries` times) and replaced by accepted ones. With controls, L_DS is weighted by their
-    config's `ds_weight`. -> (result, accepted (N, S), seed used (N, S))."""
-    if controls is not None:
-        pulse_kwargs = pulse_kwargs | {"ds_weight": controls.cfg.ds_weight}
+def objective_text(controls: Controls | None, *, ds_weight: float = 100.0, geocross_weight: float = 0.05,
+                   loss: str = "L2", **_) -> str:
+    """The objective a search minimises, as a person reads it: Eq. 3, plus Eq. 8's control terms."""
+    text = f"{ds_weight:g}*L_DS({loss}) + {geocross_weight:g}*GEOCROSS"
+    for term in (controls.terms() if controls is not None else []):
+        text += f" + {term.weight:g}*L_{term.name}"
+    return text + (" (Eq. 8)" if controls is not None else " (Eq. 3)")
 
-    def run(thumbs, s, ctl):
+
+def controlled_search(G, thumbnails: torch.Tensor, controls: Controls | None, *, retries: int = 0,
+                      num_seeds: int = 1, keys: list[str] | None = None,
+                      **pulse_kwargs) -> tuple[PulseResult, torch.Tensor, torch.Tensor]:
+    """PULSE's objective plus the controls' terms (Eq. 8; every other setting is the caller's, the
+    same with and without controls). A rejected result (outside eps, or over a control's threshold;
+    without controls: outside eps) is searched again from fresh starts of its own item, start
+    numbers `num_seeds * attempt + k`, up to `retries` times, and replaced by an accepted one, else
+    by one of lower objective. `keys` name the items (`pulse_search`). -> (result, accepted (N, S),
+    start number of each kept result (N, S))."""
+    keys = [str(k) for k in keys] if keys is not None else thumbnail_keys(thumbnails)
+
+    def run(idx: list[int], attempt: int, ctl: Controls | None) -> PulseResult:
         terms = ctl.terms() if ctl is not None else []
-        return pulse_search(G, thumbs, seed=s, num_seeds=num_seeds, extra_losses=terms, **pulse_kwargs)
+        return pulse_search(G, thumbnails[idx], num_seeds=num_seeds, keys=[keys[i] for i in idx],
+                            first_start=attempt * num_seeds, extra_losses=terms, **pulse_kwargs)
 
     def acc(r, ctl):
         return ctl.accepted(r) if ctl is not None else r.success
 
-    res = run(thumbnails, seed, controls)
+    res = run(list(range(len(thumbnails))), 0, controls)
     ok = acc(res, controls)
-    seeds = torch.arange(seed, seed + num_seeds).expand(len(thumbnails), -1).clone()
     for attempt in range(1, retries + 1):
-        todo = (~ok).any(dim=1).nonzero().flatten()
-        if len(todo) == 0:
+        todo = (~ok).any(dim=1).nonzero().flatten().tolist()
+        if not todo:
             break
-        s0 = seed + attempt * num_seeds
-        sub = controls.subset(todo.tolist()) if controls is not None else None  # per-image requests follow
-        new = run(thumbnails[todo], s0, sub)
+        sub = controls.subset(todo) if controls is not None else None  # per-image requests follow
+        new = run(todo, attempt, sub)
         new_ok = acc(new, sub)
-        for j, n in enumerate(todo.tolist()):
+        for j, n in enumerate(todo):
             # fill this image's rejected slots with the new attempt's results: accepted ones first
             free = (~ok[n]).nonzero().flatten().tolist()
             order = sorted(range(num_seeds), key=lambda k: (not bool(new_ok[j, k]), float(new.total[j, k])))
@@ -231,6 +243,5 @@ def controlled_search(G, thumbnails: torch.Tensor, controls: Controls | None, *,
                 if bool(new_ok[j, k]) or float(new.total[j, k]) < float(res.total[n, slot]):
                     _copy_slot(res, n, slot, new, j, k)
                     ok[n, slot] = bool(new_ok[j, k])
-                    seeds[n, slot] = s0 + k
         res.seconds += new.seconds
-    return res, ok, seeds
+    return res, ok, res.starts

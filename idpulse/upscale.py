@@ -15,68 +15,25 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import torch
 
-from .config import ConfigError, write_run_info
-from .control import ControlConfig, Controls, controlled_search
+from .config import ConfigError, at_least, write_run_info
+from .control import ControlConfig, Controls, controlled_search, objective_text
 from .distributed import resolve_device
 from .errors import UserError
+from .generator.build import GeneratorConfig, _resolve, build_generator, record_architecture
 from .generator.stylegan import Generator
-from .generator.weights import load_generator, load_pulse_generator
 from .imageio import IMAGE_EXTS, center_crop_square, load_rgb, make_grid, pil_to_tensor, save_png
 from .pulse import PulseResult, best_index, downscale
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class GeneratorConfig:
-    checkpoint: str = "checkpoints/generator.pt"  # idpulse format (relative: cwd, then the repo)
-    synthesis: str = ""  # PULSE's synthesis.pt: used instead of `checkpoint` when given
-    mapping: str = ""  # PULSE's mapping.pt (default: beside synthesis.pt)
-    gaussian_fit: str = ""  # PULSE's gaussian_fit.pt (default: beside synthesis.pt, else computed)
-    random_init: bool = False  # an untrained generator of the size below (for trying the pipeline)
-    resolution: int = 64
-    fmap_base: int = 512
-    fmap_max: int = 256
-    fit_samples: int = 1_000_000  # samples of the Gaussian fit when it must be computed
-
-
-@dataclass
-class PulseConfig:
-    """Keyword arguments of `idpulse.pulse.pulse_search` (PULSE's defaults)."""
-
-    num_seeds: int = 4
-    seed: int = 0
-    steps: int = 100
-    eps: float = 2e-3
-    learning_rate: float = 0.4
-    lr_schedule: Literal["linear1cycledrop", "linear1cycle", "fixed"] = "linear1cycledrop"
-    optimizer: Literal["adam", "sgd", "sgdm", "adamax"] = "adam"
-    loss: Literal["L2", "L1"] = "L2"
-    ds_weight: float = 100.0
-    geocross_weight: float = 0.05
-    noise_type: Literal["trainable", "fixed", "zero"] = "trainable"
-    num_trainable_noise_layers: int = 5
-    bad_noise_layers: list[int] = field(default_factory=lambda: [-1])
-    tile_latent: bool = False
-    save_every: int = 0
-
-    def __post_init__(self):
-        for key in ("num_seeds", "steps"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"config key 'pulse.{key}' must be at least 1, got {getattr(self, key)}")
-        if self.eps < 0:
-            raise ConfigError(f"config key 'pulse.eps' must be >= 0, got {self.eps}")
+from .pulse.config import PulseConfig
 
 
 @dataclass
 class InputConfig:
-    thumbnail_size: int = 8  # inputs are matched at this size (it must divide the generator's)
-    photo_min_side: int = 48  # an input at least this large on both sides is a photo to align
-    min_thumbnail_side: int = 4  # smaller inputs are refused
+    thumbnail_size: int = at_least(1, 8)  # inputs are matched at this size (it must divide the generator's)
+    photo_min_side: int = at_least(1, 48)  # an input at least this large on both sides is a photo to align
+    min_thumbnail_side: int = at_least(1, 4)  # smaller inputs are refused
     min_face_prob: float = 0.9
 
 
@@ -93,37 +50,12 @@ class RequestConfig:
 class UpscaleConfig:
     device: str = "cpu"  # cpu, cuda, cuda:N or auto
     out: str = "out"
-    batch_images: int = 8  # thumbnails searched together (times num_seeds rows)
+    batch_images: int = at_least(1, 8)  # thumbnails searched together (times num_seeds rows)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     pulse: PulseConfig = field(default_factory=PulseConfig)
     input: InputConfig = field(default_factory=InputConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     request: RequestConfig = field(default_factory=RequestConfig)
-
-
-def _resolve(path: str) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() or p.exists() else ROOT / p
-
-
-def build_generator(cfg: GeneratorConfig, device: torch.device) -> Generator:
-    """The generator the config names, frozen, in eval mode, on `device`."""
-    if cfg.random_init:
-        torch.manual_seed(0)
-        G = Generator(resolution=cfg.resolution, fmap_base=cfg.fmap_base, fmap_max=cfg.fmap_max)
-        G.fit_gaussian(cfg.fit_samples)
-    elif cfg.synthesis:
-        G = load_pulse_generator(_resolve(cfg.synthesis), _resolve(cfg.mapping) if cfg.mapping else None,
-                                 _resolve(cfg.gaussian_fit) if cfg.gaussian_fit else None,
-                                 fit_samples=cfg.fit_samples)
-    else:
-        path = _resolve(cfg.checkpoint)
-        if not path.is_file():
-            raise UserError(f"no generator checkpoint at {cfg.checkpoint}: give --generator.checkpoint=FILE, "
-                            "PULSE's weights with --generator.synthesis=synthesis.pt, or "
-                            "--generator.random_init=true to try the pipeline untrained")
-        G = load_generator(path)
-    return G.to(device).eval().requires_grad_(False)
 
 
 @dataclass
@@ -196,10 +128,10 @@ def _write_json(obj, path: Path) -> None:
 
 def save_results(thumbs: list[Thumbnail], res: PulseResult, out: Path, resolution: int, seeds: torch.Tensor,
                  accepted: torch.Tensor, described: list[list[dict]] | None = None,
-                 compare: list[tuple[str, torch.Tensor]] = ()) -> list[dict]:
+                 compare: list[tuple[str, torch.Tensor]] = (), objective: str = "") -> list[dict]:
     """Writes each thumbnail's images, grids and result.json; returns the JSON records.
 
-    seeds, accepted (N, S): the seed behind each kept result and whether it passed; described:
+    seeds, accepted (N, S): the start number behind each kept result and whether it passed; described:
     per image and seed, the extractor's report; compare: (label, (N, 3, R, R)) columns of the
     comparison grid (plain PULSE and each control)."""
     records = []
@@ -236,7 +168,7 @@ def save_results(thumbs: list[Thumbnail], res: PulseResult, out: Path, resolutio
         best = max(range(len(per_seed)), key=lambda k: (per_seed[k]["accepted"], -per_seed[k]["total"]))
         rec = {"input": str(th.source), "kind": th.kind, "notes": th.notes + ([th.info] if th.info else []),
                "success": any(r["accepted"] for r in per_seed), "best_seed": per_seed[best]["seed"],
-               "eps": res.eps, "results": per_seed}
+               "eps": res.eps, "objective": objective, "start_key": res.keys[i], "results": per_seed}
         _write_json(rec, folder / "result.json")
         records.append(rec)
     return records
@@ -312,7 +244,8 @@ def run_upscale(cfg: UpscaleConfig, inputs: list[str], *, progress: bool = True)
                           f"{G.resolution} px: use a power of two up to {G.resolution // 2}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_run_info(out, cfg, {"inputs": [str(f) for f in files], "generator_resolution": G.resolution,
+    ran = dataclasses.replace(cfg, generator=record_architecture(cfg.generator, G))  # what ran, not the defaults
+    write_run_info(out, ran, {"inputs": [str(f) for f in files], "generator_resolution": G.resolution,
                               "device": str(device)})
     detector = None
     thumbs, failed = [], []
@@ -334,18 +267,18 @@ def run_upscale(cfg: UpscaleConfig, inputs: list[str], *, progress: bool = True)
         thumbs.append(th)
     _unique_names(thumbs, set())
     controls, singles = build_controls(cfg, G, detector)
-    if controls is not None and cfg.pulse.ds_weight != PulseConfig().ds_weight:  # the user set it: say where it goes
-        say(f"note: with a control on, L_DS is weighted by control.ds_weight={cfg.control.ds_weight:g}, "
-            f"not pulse.ds_weight={cfg.pulse.ds_weight:g} (that one weights the plain PULSE column)")
-    pkw = dataclasses.asdict(cfg.pulse)
-    retries = cfg.control.retries if controls is not None else 0
+    pkw = dataclasses.asdict(cfg.pulse)  # one objective and one set of settings for every column
+    objective = objective_text(controls, **pkw)
+    say(f"objective: {objective}; eps {cfg.pulse.eps:g}, {cfg.pulse.steps} steps, {cfg.pulse.num_seeds} starts "
+        f"per input, up to {cfg.pulse.retries} retries")
     summary, t0 = [], time.time()
     chunks = [thumbs[i:i + cfg.batch_images] for i in range(0, len(thumbs), max(cfg.batch_images, 1))]
     for ci, chunk in enumerate(chunks):
         if progress and len(chunks) > 1:
             say(f"batch {ci + 1}/{len(chunks)}: {', '.join(t.name for t in chunk)}")
         batch = torch.stack([t.image for t in chunk])
-        res, accepted, seeds = controlled_search(G, batch, controls, retries=retries, progress=progress, **pkw)
+        keys = [t.name for t in chunk]  # each input's starts follow its name, whatever batch it is in
+        res, accepted, seeds = controlled_search(G, batch, controls, keys=keys, progress=progress, **pkw)
         described, compare = None, []
         if controls is not None:
             described = [controls.describe(res.images[i]) for i in range(len(chunk))]
@@ -355,9 +288,10 @@ def run_upscale(cfg: UpscaleConfig, inputs: list[str], *, progress: bool = True)
                 if ctl is controls or (ctl is not None and len(singles) == 1):  # the search just run
                     r, ok = res, accepted
                 else:
-                    r, ok, _ = controlled_search(G, batch, ctl, progress=progress, **pkw)
+                    r, ok, _ = controlled_search(G, batch, ctl, keys=keys, progress=progress, **pkw)
                 compare.append((label, r.images[torch.arange(len(chunk)), best_index(r.total, ok)]))
-        for th, rec in zip(chunk, save_results(chunk, res, out, G.resolution, seeds, accepted, described, compare)):
+        records = save_results(chunk, res, out, G.resolution, seeds, accepted, described, compare, objective)
+        for th, rec in zip(chunk, records):
             summary.append({"input": rec["input"], "success": rec["success"], "best_seed": rec["best_seed"],
                             "ds_loss": min(r["ds_loss"] for r in rec["results"])})
             what = "accepted" if controls is not None else "matched"

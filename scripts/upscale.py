@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Upscale face thumbnails with PULSE: find faces that bicubic-downscale to each thumbnail.
 
-  python scripts/upscale.py data/astronaut_8px.png
+  python scripts/upscale.py data/astronaut.png          # `make upscale` writes this photo
   python scripts/upscale.py my_thumbs/ --seeds 8 --steps 200 --out out/run1
   python scripts/upscale.py photo.jpg --generator.synthesis=synthesis.pt --input.thumbnail_size=32
 
@@ -10,14 +10,18 @@ Inputs are image files or folders of them (PNG/JPEG, any colour mode). An input 
 --input.thumbnail_size (8 px) when it is not already, with a warning. A larger input is a face
 photo: its face is found (MTCNN), aligned and downscaled to the thumbnail size.
 
-Outputs, per input X: OUT/X/seed<k>.png (one face per seed), OUT/X/grid.png (input, bicubic,
+Outputs, per input X: OUT/X/seed<k>.png (one face per random start k), OUT/X/grid.png (input, bicubic,
 results), OUT/X/result.json (final losses, success within eps); OUT/config.yaml holds the
 resolved config. Any config key can be set as --section.key=value (see idpulse/upscale.py:
 UpscaleConfig), e.g. --pulse.learning_rate=0.2 --generator.checkpoint=my_generator.pt.
-With --race, --attr or --target the search is steered by the extractor (Eq. 8); a result whose
-downscale loss is above eps or whose control loss is above its threshold (--control.attr_max
-...) is rejected and searched again with new seeds (--control.retries), and reported honestly
-as not accepted if no attempt passes. OUT/X/compare.png then shows plain PULSE and each control.
+With --race, --attr or --target the search is steered by the extractor: Eq. 8 adds the control
+terms (--control.race_weight ...) to PULSE's objective and changes nothing else (L_DS keeps
+--pulse.ds_weight, 100). The objective is printed and written to result.json. A result whose
+downscale loss is above eps, or whose control loss is above its threshold (--control.attr_max
+...), is rejected and searched again from fresh random starts (--pulse.retries, 2; the same for
+plain PULSE), and reported honestly as not accepted if no attempt passes. Each input's starts
+follow from its name (and --pulse.seed), not from the batch it runs in. OUT/X/compare.png then
+shows plain PULSE and each control, all under the same settings.
 Exit status: 0 if every input was processed, 1 if some input was unusable, 2 on a usage error.
 """
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from idpulse.config import load_config
+from idpulse.config import ConfigError, load_config
 from idpulse.evaluation.tables import TablesConfig
 from idpulse.training.extractor_loop import ExtractorTrainConfig
 from idpulse.training.gan import GanTrainConfig
@@ -32,3 +32,34 @@ def test_config_file_loads(path, cls):
 def test_upscale_yaml_writes_out_the_defaults():
     # configs/upscale.yaml says it is upscale.py's defaults written out: keep the two in step
     assert load_config(UpscaleConfig, CONFIGS / "upscale.yaml") == UpscaleConfig()
+
+
+def _bounded_keys(cls, prefix=""):
+    """(dotted key, minimum) of every field of a config (and its sections) that has a lower bound."""
+    import dataclasses
+
+    out = []
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            out += _bounded_keys(type(default), f"{prefix}{f.name}.")
+        elif "min" in f.metadata:
+            out.append((f"{prefix}{f.name}", f.metadata["min"]))
+    return out
+
+
+BOUNDED = [(cls, key, low) for cls in KINDS.values() for key, low in _bounded_keys(cls)]
+
+
+@pytest.mark.parametrize("cls,key,low", BOUNDED, ids=[f"{c.__name__}:{k}" for c, k, _ in BOUNDED])
+def test_a_size_below_its_minimum_is_an_error_naming_the_key(cls, key, low):
+    with pytest.raises(ConfigError, match=f"'{key}' must be at least"):
+        load_config(cls, None, [f"--{key}={low - 1}"])
+    load_config(cls, None, [f"--{key}={low}"])  # the minimum itself is fine
+
+
+def test_the_sizes_a_user_can_zero_are_bounded():
+    keys = {k for _, k, _ in BOUNDED}
+    for must in ("batch_images", "pulse.steps", "pulse.num_seeds", "pulse.retries", "batch", "pulse.eps", "batch_arc",
+                 "lookalike.batch", "lookalike.steps", "meta_epochs", "steps_per_meta_epoch", "generator.resolution"):
+        assert must in keys, must

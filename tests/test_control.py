@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from idpulse.align import FixedAlign
-from idpulse.control import ControlConfig, Controls, controlled_search, parse_attributes, race_index
+from idpulse.control import ControlConfig, Controls, controlled_search, objective_text, parse_attributes, race_index
 from idpulse.errors import UserError
 from idpulse.extractor import FaceExtractor
+from idpulse.pulse import pulse_search
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def test_identity_and_race_terms_and_report(tiny_generator, extractor):
 
 def test_rejected_results_are_retried_with_new_seeds(tiny_generator, extractor):
     G = tiny_generator
-    impossible = ControlConfig(attr_max=-1.0, retries=2)  # no result can pass
+    impossible = ControlConfig(attr_max=-1.0)  # no result can pass
     ctl = Controls(extractor, FixedAlign(G.resolution), impossible, attrs=["Male=1"])
     calls = []
     thumbs = torch.rand(2, 3, 4, 4)
@@ -66,12 +67,15 @@ def test_rejected_results_are_retried_with_new_seeds(tiny_generator, extractor):
     assert len(calls) == 3 * 2  # the first search and two retries, 2 steps each
     assert seeds.min() >= 0 and seeds.max() <= 5  # slots may hold results of later seeds
     assert torch.isfinite(res.total).all()
-    # each slot's recorded seed is the one whose search produced the kept result
+    # each slot's recorded start is the one whose search produced the kept result: that face's own
     for n in range(2):
         for k in range(2):
             s = int(seeds[n, k])
-            alone, _, _ = controlled_search(G, thumbs[n:n + 1], ctl, seed=s, num_seeds=1, steps=2)
+            alone = pulse_search(G, thumbs[n:n + 1], first_start=s, steps=2, extra_losses=ctl.terms())
             assert torch.allclose(alone.total[0, 0], res.total[n, k], rtol=1e-4)
+    # a retry starts each face afresh: the two faces' retried starts differ from each other's
+    firsts = [pulse_search(G, thumbs[n:n + 1], first_start=2, steps=1).history[0]["TOTAL"] for n in range(2)]
+    assert not torch.allclose(firsts[0], firsts[1])
 
 
 def test_per_image_requests_use_each_images_own_target_and_class(extractor):
@@ -92,16 +96,24 @@ def test_per_image_requests_use_each_images_own_target_and_class(extractor):
     assert torch.allclose(attr[:2], extractor.attr_head.requested_loss(feats[:2], {0: 1})) and (attr[2:] == 0).all()
 
 
-def test_controls_weight_the_downscale_loss_with_their_own_ds_weight(tiny_generator, extractor):
+def test_controlled_objective_is_pulses_plus_the_control_terms(tiny_generator, extractor):
+    """Eq. 8: the control terms are added to PULSE's objective and nothing else changes: L_DS keeps
+    the caller's weight, and a control of weight 0 gives plain PULSE's search exactly."""
     G = tiny_generator
-    thumbs = torch.rand(1, 3, 4, 4)
-    for w in (100.0, 1000.0):
-        cfg = ControlConfig(ds_weight=w)
+    thumbs = torch.rand(2, 3, 4, 4)
+    for w in (100.0, 300.0):
+        cfg = ControlConfig()
         ctl = Controls(extractor, FixedAlign(G.resolution), cfg, race="Black")
-        # the caller's ds_weight (PULSE's, for the plain search) gives way to the control's
-        res, _, _ = controlled_search(G, thumbs, ctl, steps=3, eps=1e-9, ds_weight=100.0)
+        res, _, _ = controlled_search(G, thumbs, ctl, steps=3, eps=1e-9, ds_weight=w)
         want = w * res.ds_loss + 0.05 * res.geocross + cfg.race_weight * res.extra["race"]
         assert torch.allclose(res.total, want, rtol=1e-4)
+    zero = Controls(extractor, FixedAlign(G.resolution), ControlConfig(race_weight=0.0, race_max=1e9), race="Black")
+    plain, ok_plain, _ = controlled_search(G, thumbs, None, steps=5, retries=1, num_seeds=2)
+    steered, _, _ = controlled_search(G, thumbs, zero, steps=5, retries=1, num_seeds=2)
+    assert torch.equal(plain.images, steered.images) and torch.equal(plain.total, steered.total)
+    assert torch.equal(ok_plain, plain.success)  # plain PULSE is accepted on eps alone
+    assert objective_text(zero, ds_weight=100.0) == "100*L_DS(L2) + 0.05*GEOCROSS + 0*L_race (Eq. 8)"
+    assert objective_text(None) == "100*L_DS(L2) + 0.05*GEOCROSS (Eq. 3)"
 
 
 def test_a_retry_of_some_images_uses_those_images_requests(tiny_generator, extractor):

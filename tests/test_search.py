@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from idpulse.pulse import LossTerm, PulseInit, downscale, lr_lambda, pulse_search
+from idpulse.pulse import LossTerm, PulseInit, downscale, lr_lambda, pulse_search, start_seed
 
 
 def test_schedules():
@@ -80,3 +80,67 @@ def test_init_frames_and_tiling(tiny_generator):
     assert torch.allclose(r.geocross, torch.zeros(1, 1))
     with pytest.raises(ValueError):
         pulse_search(G, torch.rand(1, 3, 5, 5), steps=1)  # 5 does not divide 16
+
+
+def test_two_faces_in_one_batch_start_from_different_points(tiny_generator):
+    r = pulse_search(tiny_generator, torch.rand(2, 3, 4, 4), keys=["a", "b"], steps=1)
+    start_a, start_b = r.history[0]["TOTAL"]  # the objective at step 0 is the starts' own
+    assert not torch.equal(start_a, start_b)
+    # and the same thumbnail twice under two keys: still two different starts, so two different results
+    same = torch.rand(1, 3, 4, 4).expand(2, -1, -1, -1)
+    r2 = pulse_search(tiny_generator, same, keys=["a", "b"], steps=3)
+    assert not torch.allclose(r2.images[0], r2.images[1])
+
+
+def test_a_face_starts_alike_at_any_batch_position_and_size(tiny_generator):
+    """Its start follows its key: not its position, the batch size or the other faces."""
+    G = tiny_generator
+    torch.manual_seed(2)
+    face = torch.rand(1, 3, 4, 4)
+    others = torch.rand(5, 3, 4, 4)
+    alone = pulse_search(G, face, keys=["face"], num_seeds=2, steps=3)
+    first = pulse_search(G, torch.cat([face, others[:1]]), keys=["face", "o0"], num_seeds=2, steps=3)
+    last = pulse_search(G, torch.cat([others, face]), keys=["o0", "o1", "o2", "o3", "o4", "face"], num_seeds=2, steps=3)
+    for r, n in ((first, 0), (last, 5)):
+        assert torch.allclose(r.history[0]["TOTAL"].view(-1, 2)[n], alone.history[0]["TOTAL"].view(-1, 2)[0])
+        assert torch.allclose(r.images[n], alone.images[0], atol=1e-4)
+    # without keys, a thumbnail is named by its pixels: the same start wherever it appears
+    a = pulse_search(G, torch.cat([others[:2], face]), steps=1).history[0]["TOTAL"]
+    b = pulse_search(G, face, steps=1).history[0]["TOTAL"]
+    assert torch.allclose(a[2], b[0])
+
+
+def test_start_numbers_and_run_seed_give_new_starts(tiny_generator):
+    G, face = tiny_generator, torch.rand(1, 3, 4, 4)
+    base = pulse_search(G, face, keys=["x"], num_seeds=2, steps=1)
+    assert base.starts.tolist() == [[0, 1]] and base.keys == ["x"]
+    later = pulse_search(G, face, keys=["x"], num_seeds=2, first_start=2, steps=1)
+    other_seed = pulse_search(G, face, keys=["x"], num_seeds=2, seed=1, steps=1)
+    assert later.starts.tolist() == [[2, 3]]
+    t = base.history[0]["TOTAL"]
+    assert not torch.allclose(t, later.history[0]["TOTAL"]) and not torch.allclose(t, other_seed.history[0]["TOTAL"])
+    assert start_seed(0, "x", 0) != start_seed(0, "x", 1) != start_seed(1, "x", 0)
+    assert start_seed(0, "x", 0) == 2377963238643351052  # a hash, not Python's salted hash(): the same on every machine
+
+
+def test_bad_noise_layers_out_of_range_is_an_error(tiny_generator):
+    G = tiny_generator  # 16 px: 6 noise layers, -6..5
+    pulse_search(G, torch.rand(1, 3, 4, 4), steps=1, bad_noise_layers=[-6, 5])
+    for bad in ([6], [-7], [17]):
+        with pytest.raises(ValueError, match="outside -6..5"):
+            pulse_search(G, torch.rand(1, 3, 4, 4), steps=1, bad_noise_layers=bad)
+
+
+def test_float64_search_with_controls(tiny_generator):
+    """float64 runs through generator, downsampler, losses, optimiser and a control, unchanged."""
+    from idpulse.align import FixedAlign
+    from idpulse.control import ControlConfig, Controls, controlled_search
+    from idpulse.extractor import FaceExtractor
+
+    G = tiny_generator.to(torch.float64)
+    torch.manual_seed(0)
+    f = FaceExtractor(backbone="iresnet18", width=0.125, race_classes=["White", "Black"]).eval().to(torch.float64)
+    ctl = Controls(f, FixedAlign(G.resolution), ControlConfig(), race="Black", targets=torch.rand(1, 3, 112, 112))
+    res, ok, _ = controlled_search(G, torch.rand(2, 3, 4, 4), ctl, steps=3, retries=1)
+    assert res.images.dtype == res.ds_loss.dtype == res.extra["race"].dtype == torch.float64
+    assert res.history[0]["race"].dtype == torch.float64 and ok.shape == (2, 1)

@@ -1,7 +1,9 @@
 """eval_tables end to end with tiny models on the shared faces: runs, resumes, reproduces."""
 
+import dataclasses
 import json
 
+import pytest
 import torch
 from conftest import need_shared
 
@@ -27,14 +29,21 @@ def _tiny_models(tmp_path):
     over = [f"--out={tmp_path / 'rep'}", f"--generator.checkpoint={tmp_path / 'g.pt'}",
             f"--f_arc={tmp_path / 'f_arc.pt'}", f"--f={tmp_path / 'f.pt'}",
             f"--race_judge={tmp_path / 'race.pt'}", f"--attr_judge={tmp_path / 'attr.pt'}",
-            "--pairs=3", "--race_faces=3", "--attr_faces=3", "--request_faces=2", "--thumbnail_size=4", "--steps=2",
-            "--batch=2"]
+            "--pairs=3", "--race_faces=3", "--attr_faces=3", "--request_faces=2", "--thumbnail_size=4",
+            "--pulse.steps=2", "--batch=2"]
     return over
 
 
-def _results(requests: dict) -> int:
-    """PULSE results a tiny run caches: Tables 1-3, then two (PULSE, control) per request face."""
-    return 3 * 3 + 3 * 4 + 3 * 4 + 2 * sum(v["faces"] for v in requests.values())
+def _results(report: dict) -> int:
+    """PULSE results a tiny run caches: one per (row, face), where a face searched alike in two rows
+    (plain PULSE in Table 1 and the --target request, say) is searched once."""
+    items = report["items"]
+    keys = {f"{s}__{i}" for i in items["table1"] for s in ("pulse", "sim_farc", "sim_f")}
+    keys |= {f"{s}__{i}" for i in items["table2"] for s in ("pulse", "sim_f", "race", "sim_race")}
+    keys |= {f"{s}__{i}" for i in items["table3"] for s in ("pulse", "sim_farc", "sim_f", "attr")}
+    for strategy, req_items in items["requests"].items():
+        keys |= {f"{s}__{i}" for i in req_items for s in ("pulse", strategy)}
+    return len(keys)
 
 
 def test_tables_smoke_resume_and_reproducible(tmp_path):
@@ -61,16 +70,33 @@ def test_tables_smoke_resume_and_reproducible(tmp_path):
     req = r1["requests"]["--race Black"]
     assert req["faces"] == 2 and 0 <= req["PULSE"]["rate"] <= 1 and 0 <= req["control"]["rate"] <= 1
     assert req["control"]["rate_accepted"] <= min(req["control"]["rate"], req["control"]["accepted"])
-    accepted = [json.loads(p.read_text())["accepted"] for p in (tmp_path / "rep" / "cache").glob("t2_L_race_*.json")]
+    cache = tmp_path / "rep" / "cache"
+    accepted = [json.loads((cache / f"race__{i}.json").read_text())["accepted"] for i in r1["items"]["table2"]]
     assert r1["table2"]["L_race"]["accepted"] == sum(accepted) / len(accepted)
+    # every face its own start, the same in every row of its table (the rows are paired)
+    plain = {i: json.loads((cache / f"pulse__{i}.json").read_text()) for i in r1["items"]["table2"]}
+    firsts = {i: v["start_seed"] for i, v in plain.items() if v["start"] == 0}
+    assert len(set(firsts.values())) == len(firsts)
+    for i, seed in firsts.items():
+        other = json.loads((cache / f"sim_race__{i}.json").read_text())
+        if other["start"] == 0:
+            assert other["start_seed"] == seed
+    assert "100*L_DS(L2) + 0.05*GEOCROSS" in r1["objective"] and r1["objective"] in md
     assert r1["requests"]["--race (own race)"]["faces"] == 2
-    cached = sorted((tmp_path / "rep" / "cache").glob("*.json"))
-    assert len(cached) == _results(r1["requests"])
+    cached = sorted(p for p in (tmp_path / "rep" / "cache").glob("*.json") if p.name != "settings.json")
+    assert len(cached) == _results(r1) == r1["results"]["total"]
     stamps = [p.stat().st_mtime_ns for p in cached]
     r2 = eval_tables(cfg)  # a rerun continues from the cache: nothing is searched again
     assert [p.stat().st_mtime_ns for p in cached] == stamps
     for key in ("table1", "table2", "table3"):
         assert json.dumps(r1[key], default=float) == json.dumps(r2[key], default=float)
+    # other settings are refused, not mixed with the cached results
+    from idpulse.errors import UserError
+
+    other = dataclasses.replace(cfg, pulse=dataclasses.replace(cfg.pulse, ds_weight=1000.0))
+    with pytest.raises(UserError, match="pulse.ds_weight"):
+        eval_tables(other)
+    assert [p.stat().st_mtime_ns for p in cached] == stamps
 
 
 def test_tables_sharded_over_two_ranks(tmp_path):
@@ -85,7 +111,7 @@ def test_tables_sharded_over_two_ranks(tmp_path):
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(script), *over],
                        capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
-    requests = json.loads((tmp_path / "rep" / "report.json").read_text())["requests"]
-    assert len(list((tmp_path / "rep" / "cache").glob("*.json"))) == _results(requests)
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert len(list((tmp_path / "rep" / "cache").glob("*__*.json"))) == _results(report)
     assert "world_size: 2" in (tmp_path / "rep" / "run.yaml").read_text()
     assert json.loads((tmp_path / "rep" / "report.json").read_text())["table2"]

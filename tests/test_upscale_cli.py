@@ -43,7 +43,7 @@ def test_help_explains_every_flag():
 
 def test_thumbnail_end_to_end(tmp_path):
     out = tmp_path / "out"
-    r = run(thumb(tmp_path / "a.png"), "--out", out, *FAST, "--pulse.save_every=1")
+    r = run(thumb(tmp_path / "a.png"), "--out", out, *FAST, "--pulse.save_every=1", "--pulse.retries=0")
     assert r.returncode == 0, r.stderr
     assert Image.open(out / "a" / "frames.png").width > 3 * 16  # 3 steps side by side
     rec = json.loads((out / "a" / "result.json").read_text())
@@ -165,10 +165,13 @@ def astronaut(tmp_path_factory):
 def test_controls_end_to_end(tmp_path, extractor_file, astronaut):
     out = tmp_path / "out"
     r = run(thumb(tmp_path / "a.png"), "--out", out, *FAST, "--extractor", extractor_file, "--race", "Black",
-            "--attr", "Smiling=1", "--target", astronaut, "--control.retries=0")
+            "--attr", "Smiling=1", "--target", astronaut, "--pulse.retries=0")
     assert r.returncode == 0, r.stderr
-    assert "control.ds_weight" not in r.stderr  # said only where the user set pulse.ds_weight
+    # Eq. 8: PULSE's objective unchanged, the control terms added; said, and written down
+    objective = "100*L_DS(L2) + 0.05*GEOCROSS + 5*L_sim + 5*L_race + 5*L_attr (Eq. 8)"
+    assert f"objective: {objective}" in r.stderr
     rec = json.loads((out / "a" / "result.json").read_text())
+    assert rec["objective"] == objective
     res = rec["results"][0]
     for key in ("sim_loss", "race_loss", "attr_loss", "race_probs", "attribute_probs", "target_angles_deg",
                 "accepted", "ds_loss"):
@@ -196,9 +199,83 @@ def test_bad_control_requests(tmp_path, extractor_file):
 def test_impossible_eps_is_an_honest_rejection(tmp_path, extractor_file):
     out = tmp_path / "out"
     r = run(thumb(tmp_path / "a.png"), "--out", out, *FAST, "--extractor", extractor_file, "--attr", "Male=1",
-            "--eps", "1e-9", "--control.retries=1", "--pulse.ds_weight=50")
+            "--eps", "1e-9", "--pulse.retries=1", "--pulse.ds_weight=50")
     assert r.returncode == 0, r.stderr
-    assert "L_DS is weighted by control.ds_weight=1000, not pulse.ds_weight=50" in r.stderr
+    assert "objective: 50*L_DS(L2) + 0.05*GEOCROSS + 5*L_attr (Eq. 8)" in r.stderr  # the user's weight, as set
     assert "NOT accepted within eps 1e-09 and the control thresholds" in r.stderr and "Traceback" not in r.stderr
     rec = json.loads((out / "a" / "result.json").read_text())
     assert rec["success"] is False and not any(x["accepted"] for x in rec["results"])
+
+
+def test_the_old_control_ds_weight_key_is_refused(tmp_path):
+    r = run(thumb(tmp_path / "a.png"), *FAST, "--control.ds_weight=1000", "--out", tmp_path / "o")
+    assert r.returncode == 2 and "control.ds_weight" in one_line_error(r)[0]
+
+
+def test_an_inputs_results_do_not_depend_on_its_batch(tmp_path):
+    """Starts follow each input's name: alone, or third in a folder, a thumbnail gets the same faces."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("a", "b", "c"):
+        Image.fromarray(rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)).save(folder / f"{name}.png")
+    r = run(folder, *FAST, "--pulse.retries=0", "--batch_images=3", "--out", tmp_path / "all")
+    assert r.returncode == 0, r.stderr
+    r = run(folder / "c.png", *FAST, "--pulse.retries=0", "--out", tmp_path / "one")
+    assert r.returncode == 0, r.stderr
+    together = json.loads((tmp_path / "all" / "c" / "result.json").read_text())["results"]
+    alone = json.loads((tmp_path / "one" / "c" / "result.json").read_text())["results"]
+    assert [x["total"] for x in together] == pytest.approx([x["total"] for x in alone], rel=1e-4)
+    others = json.loads((tmp_path / "all" / "a" / "result.json").read_text())["results"]
+    assert others[0]["total"] != together[0]["total"]
+
+
+def test_decompression_bomb_is_one_line(tmp_path):
+    """A PNG header claiming 40000x40000 pixels: PIL refuses it; we say so in one line."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 40000, 40000, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    r = run(bomb, *FAST, "--out", tmp_path / "o")
+    assert r.returncode != 0 and "too large" in one_line_error(r)[0]
+
+
+@pytest.mark.parametrize("key", ["--batch_images=0", "--input.thumbnail_size=0", "--pulse.retries=-1",
+                                 "--pulse.num_seeds=0", "--pulse.eps=-1"])
+def test_non_positive_sizes_are_config_errors(tmp_path, key):
+    r = run(thumb(tmp_path / "a.png"), *FAST, key, "--out", tmp_path / "o")
+    name = key[2:].split("=")[0]
+    assert r.returncode == 2 and f"'{name}' must be at least" in one_line_error(r)[0]
+
+
+def test_config_yaml_records_the_generator_that_ran(tmp_path):
+    """A PULSE-format 16 px generator: config.yaml says 16 px, not the 64 px field defaults."""
+    import torch
+    import yaml
+
+    from idpulse.generator.stylegan import Generator
+
+    torch.manual_seed(0)
+    G = Generator(resolution=16, fmap_base=64, fmap_max=32)
+    torch.save(G.synthesis.state_dict(), tmp_path / "synthesis.pt")
+    torch.save(G.mapping.state_dict(), tmp_path / "mapping.pt")
+    r = run(thumb(tmp_path / "a.png"), f"--generator.synthesis={tmp_path / 'synthesis.pt'}",
+            "--generator.fit_samples=2000", "--input.thumbnail_size=4", "--steps", "2", "--seeds", "1", "--quiet",
+            "--pulse.retries=0", "--out", tmp_path / "o")
+    assert r.returncode == 0, r.stderr
+    gen = yaml.safe_load((tmp_path / "o" / "config.yaml").read_text())["generator"]
+    assert (gen["resolution"], gen["fmap_base"], gen["fmap_max"]) == (16, 64, 32)
+    assert oct((tmp_path / "gaussian_fit.pt").stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # cached, normal mode
+
+
+def _umask() -> int:
+    import os
+
+    old = os.umask(0)
+    os.umask(old)
+    return old

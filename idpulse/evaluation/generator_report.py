@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
-from ..config import write_run_info
+from ..config import at_least, write_run_info
 from ..distributed import resolve_device
+from ..generator.build import GeneratorConfig, build_generator
 from ..pulse import downscale, pulse_search
-from ..upscale import GeneratorConfig, PulseConfig, build_generator
+from ..pulse.config import PulseConfig
 
 
 @dataclass
@@ -27,9 +28,9 @@ class GeneratorReportConfig:
     device: str = "cpu"
     data_root: str = ""  # CelebA root (default: $IDPULSE_SHARED/data/celeba)
     split: str = "test"
-    num_faces: int = 200
+    num_faces: int = at_least(1, 200)
     sizes: list[int] = field(default_factory=lambda: [8, 16])
-    batch_images: int = 50
+    batch_images: int = at_least(1, 50)
     sample_seed: int = 0
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     pulse: PulseConfig = field(default_factory=PulseConfig)
@@ -65,7 +66,7 @@ def generator_report(cfg: GeneratorReportConfig, *, progress: bool = True) -> di
     device = resolve_device(cfg.device)
     G = build_generator(cfg.generator, device)
     faces, names = held_out_faces(cfg, G.resolution)
-    pkw = {k: getattr(cfg.pulse, k) for k in cfg.pulse.__dataclass_fields__}
+    pkw = cfg.pulse.search_kwargs()  # one search of num_seeds starts per face (no retries): PULSE's success rate
     report = {"generator": cfg.generator.checkpoint if not cfg.generator.synthesis else cfg.generator.synthesis,
               "resolution": G.resolution, "faces": len(names), "split": cfg.split, "pulse": pkw,
               "device": str(device), "sizes": {}}
@@ -73,7 +74,8 @@ def generator_report(cfg: GeneratorReportConfig, *, progress: bool = True) -> di
         thumbs = downscale(faces, size).clamp(0, 1)
         ok, ds_best, t0 = [], [], time.time()
         for i in range(0, len(thumbs), cfg.batch_images):
-            res = pulse_search(G, thumbs[i:i + cfg.batch_images], progress=progress, **pkw)
+            res = pulse_search(G, thumbs[i:i + cfg.batch_images], keys=names[i:i + cfg.batch_images],
+                               progress=progress, **pkw)
             ok += res.image_success.tolist()
             ds_best += res.ds_loss.min(dim=1).values.tolist()
             if i == 0:  # a picture of the first few: face, thumbnail, best result

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import at_least
 from ..errors import CheckpointError, UserError
 from ..generator.weights import atomic_save, load_state_dict_strict, torch_load
 
@@ -35,12 +36,12 @@ class JudgeConfig:
     out: str = "checkpoints/judges/race.pt"
     data_root: str = ""  # default $IDPULSE_SHARED/data
     device: str = "cpu"
-    size: int = 48  # the bundled judges' input side
-    epochs: int = 8
-    batch: int = 64
+    size: int = at_least(8, 48)  # the bundled judges' input side
+    epochs: int = at_least(1, 8)
+    batch: int = at_least(1, 64)
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    max_images: int = 0  # 0: all
+    max_images: int = at_least(0, 0)  # 0: all
     seed: int = 0
 
 

@@ -7,11 +7,17 @@
   PULSE, L_sim (towards the source photo), L_race (the source's race) and both.
 - Table 3: re-identification of the paper's five attributes by the attribute judge (its reading of
   the source photo is the reference), for plain PULSE, L_sim under f_arc, L_sim under f, L_attr.
-Every PULSE result is cached as PNG + JSON under `<out>/cache/`, so a killed run continues.
+Every row of a table runs one objective, PULSE's (Eq. 3), plus its control terms (Eq. 8), with
+the same `pulse:` settings (ds_weight, eps, steps, starts per face, retries); only the control
+term differs. Each face has its own random starts, keyed by its dataset and index (`starts.py`),
+the same in every row, so the rows are paired and the faces independent samples. Every PULSE
+result is cached as PNG + JSON under `<out>/cache/`, so a killed run continues; the cache records
+the settings it was made with, and a run with other settings is refused, not mixed in.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -23,13 +29,14 @@ import torch
 
 from .. import distributed as dist_utils
 from ..align import FixedAlign
-from ..config import to_dict, write_run_info
+from ..config import at_least, to_dict, write_run_info
 from ..control import ControlConfig, Controls, controlled_search
 from ..errors import UserError
 from ..extractor import angle_deg, load_extractor
+from ..generator.build import GeneratorConfig, _resolve, build_generator, record_architecture
 from ..imageio import pil_to_tensor, save_png
-from ..pulse import downscale
-from ..upscale import GeneratorConfig, build_generator
+from ..pulse import best_index, downscale, start_seed
+from ..pulse.config import PulseConfig
 from .judges import PAPER_ATTRIBUTES, load_judge
 from .table1 import histogram_png, table1
 
@@ -48,15 +55,16 @@ class TablesConfig:
     f: str = "checkpoints/extractor_f.pt"
     race_judge: str = "checkpoints/judges/race.pt"
     attr_judge: str = "checkpoints/judges/attr.pt"
-    pairs: int = 100  # pairs per Table 1 set
-    race_faces: int = 100
-    attr_faces: int = 100
-    request_faces: int = 100  # faces per row of the requests table (--target uses Table 1's pairs); 0: no table
-    thumbnail_size: int = 8
-    steps: int = 100
-    eps: float = 2e-3
-    batch: int = 25
-    seed: int = 0
+    pairs: int = at_least(2, 100)  # pairs per Table 1 set
+    race_faces: int = at_least(1, 100)
+    attr_faces: int = at_least(1, 100)
+    request_faces: int = at_least(0, 100)  # faces per row of the requests table (--target: Table 1's pairs); 0: none
+    thumbnail_size: int = at_least(1, 8)
+    batch: int = at_least(1, 25)  # faces searched together
+    seed: int = 0  # the draw of faces and pairs
+    # the search of every row, plain PULSE and controlled alike (one objective per table); one start
+    # per face, retried from fresh starts when rejected
+    pulse: PulseConfig = field(default_factory=lambda: PulseConfig(num_seeds=1))
     control: ControlConfig = field(default_factory=ControlConfig)
 
 
@@ -74,15 +82,48 @@ def proportion_ci(k: int, n: int) -> tuple[float, float]:
     return wilson(k, n)
 
 
-class Cache:
-    """PULSE results by key (PNG + JSON), written as they are made: the resume mechanism."""
+def _first_difference(old, new, prefix: str = "") -> tuple[str, object, object]:
+    """The first key (dotted) where two settings dicts differ, with both values."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new)):
+            if old.get(k) != new.get(k):
+                return _first_difference(old.get(k), new.get(k), f"{prefix}{k}.")
+    return prefix.rstrip("."), old, new
 
-    def __init__(self, folder: Path):
+
+class Cache:
+    """PULSE results by key (PNG + JSON), written as they are made: the resume mechanism.
+
+    `settings.json` records what every result depends on (the search, the controls, the thumbnail
+    size, the models' hashes); a run with other settings is refused instead of mixing its results
+    with these."""
+
+    def __init__(self, folder: Path, settings: dict | None = None):
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
+        if settings is not None:
+            self._check(json.loads(json.dumps(settings, default=float)))
+
+    def _check(self, settings: dict) -> None:
+        path = self.folder / "settings.json"
+        if path.is_file():
+            key, was, now = _first_difference(json.loads(path.read_text()), settings)
+            if key or was != now:
+                raise UserError(f"{self.folder} holds results searched with other settings ({key}: {was!r} there, "
+                                f"{now!r} now): give another --out, or delete that cache to search again")
+        elif self.count():
+            raise UserError(f"{self.folder} holds results with no record of their settings (an older version's): "
+                            "give another --out, or delete that cache to search again")
+        elif dist_utils.is_main():
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(settings, indent=2))
+            tmp.replace(path)
 
     def count(self) -> int:
-        return sum(1 for _ in self.folder.glob("*.json"))
+        return sum(1 for p in self.folder.glob("*.json") if p.name != "settings.json")
+
+    def has(self, key: str) -> bool:
+        return (self.folder / f"{key}.json").is_file()  # the JSON is written last: its presence means done
 
     def get(self, key: str):
         meta = self.folder / f"{key}.json"
@@ -99,28 +140,61 @@ class Cache:
         tmp.replace(self.folder / f"{key}.json")  # the JSON last: its presence means the item is done
 
 
-def run_strategy(G, faces: torch.Tensor, keys: list[str], controls_for, cache: Cache,
+def run_strategy(G, faces: torch.Tensor, items: list[str], strategy: str, controls_for, cache: Cache,
                  cfg: TablesConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """PULSE results (N, 3, R, R) for `faces` (N, 3, R, R), cached by key, and whether each was
-    accepted (N,) bool (within eps, and under its control thresholds); `controls_for(idx)` gives
-    the Controls for a batch of indices (None for plain PULSE). Rejected controlled results are
-    retried as `upscale.py` does (`control.retries`); plain PULSE runs once. Under torchrun each rank searches
-    its share (index % world == rank) into the shared cache, then every rank reads all of it."""
+    """One row of a table: results (N, 3, R, R) for `faces` (N, 3, R, R), and whether each was
+    accepted (N,) bool (within eps, and under its control thresholds).
+
+    `items` name the faces by dataset and index: a face's random starts follow its item (not the
+    strategy, the batch, the shard or a resume), so every row starts each face from the same point
+    and differs from the others by its control term alone. `controls_for(idx)` gives the Controls
+    for a batch of indices (None for plain PULSE); every row searches with `cfg.pulse` (objective,
+    eps, steps, starts per face, retries), and keeps per face its best start (accepted first, then
+    the lowest objective). Results are cached as `<strategy>__<item>`; under torchrun each rank
+    searches its share (index % world == rank) into the shared cache, then every rank reads all."""
     rank, world = dist_utils.rank(), dist_utils.world_size()
-    todo = [i for i, k in enumerate(keys) if i % world == rank and cache.get(k) is None]
+    keys = [f"{strategy}__{item}" for item in items]
+    todo = [i for i, k in enumerate(keys) if i % world == rank and not cache.has(k)]
+    pkw = dataclasses.asdict(cfg.pulse)
     for s in range(0, len(todo), cfg.batch):
         idx = todo[s:s + cfg.batch]
         thumbs = downscale(faces[idx].to(G.device), cfg.thumbnail_size).clamp(0, 1)
-        ctl = controls_for(idx)
-        res, ok, seeds = controlled_search(G, thumbs, ctl, retries=cfg.control.retries if ctl is not None else 0,
-                                           seed=cfg.seed, steps=cfg.steps, eps=cfg.eps)
+        res, ok, starts = controlled_search(G, thumbs, controls_for(idx), keys=[items[i] for i in idx], **pkw)
+        best = best_index(res.total, ok)
         for j, i in enumerate(idx):
-            cache.put(keys[i], res.images[j, 0], {"ds_loss": float(res.ds_loss[j, 0]), "accepted": bool(ok[j, 0]),
-                                                  "seed": int(seeds[j, 0])})
+            k = int(best[j])
+            cache.put(keys[i], res.images[j, k], {
+                "item": items[i], "strategy": strategy, "ds_loss": float(res.ds_loss[j, k]),
+                "accepted": bool(ok[j, k]), "start": int(starts[j, k]),
+                "start_seed": start_seed(cfg.pulse.seed, items[i], int(starts[j, k]))})
     dist_utils.barrier()
     # read back from the cache: 8-bit PNGs, so a fresh, a resumed and a sharded run see the same pixels
-    items = [cache.get(k) for k in keys]
-    return torch.stack([img for img, _ in items]), torch.tensor([info["accepted"] for _, info in items])
+    got = [cache.get(k) for k in keys]
+    return torch.stack([img for img, _ in got]), torch.tensor([info["accepted"] for _, info in got])
+
+
+def cache_settings(cfg: TablesConfig) -> dict:
+    """What every cached result depends on: the search, the controls' weights and thresholds, the
+    thumbnail size and the models (by hash; the judges pick some requests)."""
+    g = cfg.generator
+    if g.random_init:
+        gen = to_dict(g)
+    elif g.synthesis:
+        gen = {"synthesis": sha256(_resolve(g.synthesis)), "mapping": sha256(_resolve(g.mapping)) if g.mapping else ""}
+    else:
+        gen = {"checkpoint": sha256(_resolve(g.checkpoint))}
+    control = {k: v for k, v in to_dict(cfg.control).items() if k not in ("extractor", "backbone")}
+    return {"pulse": to_dict(cfg.pulse), "control": control, "thumbnail_size": cfg.thumbnail_size, "generator": gen,
+            **{k: sha256(_resolve(getattr(cfg, k))) for k in ("f_arc", "f", "race_judge", "attr_judge")}}
+
+
+def objective_summary(cfg: TablesConfig) -> str:
+    """The one objective and settings that every row shares, for the report."""
+    p = cfg.pulse
+    return (f"{p.ds_weight:g}*L_DS({p.loss}) + {p.geocross_weight:g}*GEOCROSS (Eq. 3), plus the row's control term "
+            f"(weight {cfg.control.sim_weight:g} for L_sim, {cfg.control.race_weight:g} L_race, "
+            f"{cfg.control.attr_weight:g} L_attr; Eq. 8); eps {p.eps:g}, {p.steps} steps, {p.num_seeds} random "
+            f"start(s) per face, its own, up to {p.retries} retries from fresh starts")
 
 
 def _dlib():
@@ -152,29 +226,30 @@ def _identity_table(judge, photos, others, plain, look_base, look_ours) -> dict:
 
 
 def _requests_table(G, f, align, celeba, utk, race_judge, attr_judge, identity_judge, cache, cfg, g, device,
-                    pairs: tuple[torch.Tensor, torch.Tensor]) -> dict:
+                    pairs: tuple[torch.Tensor, torch.Tensor, list[str]], items_used: dict) -> dict:
     """Does a request change what an independent judge sees? `--race Black` on UTKFace test faces
     of other races; `--race` with the person's own race on UTKFace test faces of Black, Asian and
     Indian people (the faces PULSE is known to whiten); `--attr Smiling=1` on CelebA test faces the
-    attribute judge reads as not smiling; on `pairs` (photos, second photos of the same people),
-    `--target` the second photo, judged by dlib (`identity_judge`, `_dlib()`'s answer) against the
+    attribute judge reads as not smiling; on `pairs` (photos, second photos of the same people, the
+    photos' items), `--target` the second photo, judged by dlib (`identity_judge`, `_dlib()`'s answer) against the
     photo behind the thumbnail: how often
     the judge sees the requested value, for plain PULSE and for the control, and how often in a
-    result that is also accepted."""
+    result that is also accepted. `items_used` gets each control's faces (strategy -> items)."""
     from ..data import UTKFACE_RACES
 
     n, out = cfg.request_faces, {}
 
-    def rates(name, faces, picked, controls_for, sees):  # faces (N, 3, R, R); sees(images) -> (N,) 0/1
+    def rates(strategy, faces, items, controls_for, sees):  # faces (N, 3, R, R); sees(images) -> (N,) 0/1
         row = {}
-        for sname, ctl in (("PULSE", lambda idx: None), ("control", controls_for)):
-            keys = [f"req_{name}_{sname}_{i}" for i in picked]
-            imgs, ok = run_strategy(G, faces, keys, ctl, cache, cfg)
+        items_used[strategy] = items
+        for sname, strat, ctl in (("PULSE", "pulse", lambda idx: None), ("control", strategy, controls_for)):
+            imgs, ok = run_strategy(G, faces, items, strat, ctl, cache, cfg)
             seen = sees(imgs.to(device)).bool()
             k, m = int(seen.sum()), int((seen & ok).sum())
-            row[sname] = {"rate": k / len(picked), "ci95": proportion_ci(k, len(picked)),
-                          "accepted": float(ok.float().mean()), "rate_accepted": m / len(picked),
-                          "rate_accepted_ci95": proportion_ci(m, len(picked))}
+            n_faces = len(items)
+            row[sname] = {"rate": k / n_faces, "ci95": proportion_ci(k, n_faces),
+                          "accepted": float(ok.float().mean()), "rate_accepted": m / n_faces,
+                          "rate_accepted_ci95": proportion_ci(m, n_faces)}
         return row
 
     names = f.race_head.class_names if f.race_head is not None else []
@@ -185,7 +260,7 @@ def _requests_table(G, f, align, celeba, utk, race_judge, attr_judge, identity_j
         faces = torch.stack([utk[i]["image"] for i in others])
         shared = Controls(f, align, cfg.control, race="Black")
         out["--race Black"] = {"faces": len(others), "on": "UTKFace test faces of other races",
-                               **rates("black", faces, others, lambda idx: shared,
+                               **rates("race_black", faces, [f"utkface-test-{i}" for i in others], lambda idx: shared,
                                        lambda imgs: (race_judge.predict(imgs) == black).cpu())}
         asked_of = {i: UTKFACE_RACES[int(utk.labels["race"][i])] for i in order}  # each face's own race
         own = [i for i in order if asked_of[i] in ("Black", "Asian", "Indian") and asked_of[i] in names][:n]
@@ -196,26 +271,26 @@ def _requests_table(G, f, align, celeba, utk, race_judge, attr_judge, identity_j
             out["--race (own race)"] = {
                 "faces": len(own), "on": "UTKFace test faces of Black, Asian and Indian people, each asking "
                                          "for the person's own race",
-                **rates("own", faces, own, lambda idx: Controls(f, align, cfg.control, race=[asked[j] for j in idx],
-                                                                per_image=True),
+                # the same search as Table 2's L_race row where a face is in both: its own race, per image
+                **rates("race", faces, [f"utkface-test-{i}" for i in own],
+                        lambda idx: Controls(f, align, cfg.control, race=[asked[j] for j in idx], per_image=True),
                         lambda imgs: (race_judge.predict(imgs).cpu() == want))}
     if n > 0 and not isinstance(identity_judge, str):
-        photos, seconds = pairs
+        photos, seconds, photo_items = pairs
         dists = []  # per strategy (PULSE, then the control): (N,) dlib distance to the photo behind the thumbnail
 
         def same_person(imgs):
             dists.append(torch.tensor([identity_judge.distance(x.cpu(), p) for x, p in zip(imgs, photos)]))
             return dists[-1] < 0.6
 
-        picked = list(range(len(photos)))
-        row = rates("target", photos, picked, lambda idx: Controls(f, align, cfg.control, per_image=True,
-                                                                     targets=align(seconds[idx].to(device))),
+        row = rates("sim_f_second", photos, photo_items,
+                    lambda idx: Controls(f, align, cfg.control, per_image=True, targets=align(seconds[idx].to(device))),
                     same_person)
         k = int((dists[1] < dists[0]).sum())
         out["--target (a second photo)"] = {
-            "faces": len(picked), "on": "CelebA test photos, the target another photo of the same person; "
-                                        "judged the same person by dlib as the photo behind the thumbnail",
-            **row, "closer_than_pulse": k / len(picked), "closer_ci95": proportion_ci(k, len(picked))}
+            "faces": len(photo_items), "on": "CelebA test photos, the target another photo of the same person; "
+                                             "judged the same person by dlib as the photo behind the thumbnail",
+            **row, "closer_than_pulse": k / len(photo_items), "closer_ci95": proportion_ci(k, len(photo_items))}
     if n > 0 and f.attr_head is not None and "Smiling" in f.attr_head.attribute_names:
         col = attr_judge.names.index("Smiling")
         pool = torch.randperm(len(celeba), generator=g)[: 4 * n].tolist()
@@ -234,7 +309,7 @@ def _requests_table(G, f, align, celeba, utk, race_judge, attr_judge, identity_j
             smile = Controls(f, align, cfg.control, attrs=["Smiling=1"])
             out["--attr Smiling=1"] = {
                 "faces": len(chosen), "on": "CelebA test faces the judge reads as not smiling",
-                **rates("smile", faces, chosen, lambda idx: smile,
+                **rates("smile", faces, [f"celeba-{cfg.split}-{i}" for i in chosen], lambda idx: smile,
                         lambda imgs: attr_judge.predict(imgs)[:, col].cpu())}
     return out
 
@@ -247,16 +322,17 @@ def eval_tables(cfg: TablesConfig) -> dict:
     main = dist_utils.is_main()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    if main:
-        write_run_info(out, cfg, {"world_size": dist_utils.world_size()})
     G = build_generator(cfg.generator, device)
+    if main:  # the config that ran: the generator's architecture as loaded, not the fields' defaults
+        ran = dataclasses.replace(cfg, generator=record_architecture(cfg.generator, G))
+        write_run_info(out, ran, {"world_size": dist_utils.world_size()})
     R = G.resolution
     align = FixedAlign(R).to(device)
     f_arc, f = load_extractor(cfg.f_arc).to(device), load_extractor(cfg.f).to(device)
     race_judge, race_meta = load_judge(cfg.race_judge)
     attr_judge, attr_meta = load_judge(cfg.attr_judge)
     race_judge, attr_judge = race_judge.to(device), attr_judge.to(device)
-    cache = Cache(out / "cache")
+    cache = Cache(out / "cache", cache_settings(cfg))
     cached_before = cache.count()
     root = Path(cfg.data_root) if cfg.data_root else None
     g = torch.Generator().manual_seed(cfg.seed)
@@ -282,15 +358,16 @@ def eval_tables(cfg: TablesConfig) -> dict:
         return torch.stack([ds[i]["image"] for i in idx])
 
     srcs = [a for a, _ in same]  # the photos whose thumbnails PULSE upscales
+    src_items = [f"celeba-{cfg.split}-{i}" for i in srcs]  # a face's name: its random starts follow it
     src_faces = load(srcs)
     seconds = load([b for _, b in same])  # another photo of each source's person
-    plain, _ = run_strategy(G, src_faces, [f"t1_pulse_{i}" for i in srcs], lambda idx: None, cache, cfg)
+    plain, _ = run_strategy(G, src_faces, src_items, "pulse", lambda idx: None, cache, cfg)
 
     def sim_with(ext, name):  # lookalikes: results optimised with L_sim towards their own source photo
         def controls_for(idx):
             return Controls(ext, align, cfg.control, targets=align(src_faces[idx].to(device)), per_image=True)
 
-        return run_strategy(G, src_faces, [f"t1_{name}_{i}" for i in srcs], controls_for, cache, cfg)[0]
+        return run_strategy(G, src_faces, src_items, name, controls_for, cache, cfg)[0]
 
     look_base, look_ours = sim_with(f_arc, "sim_farc"), sim_with(f, "sim_f")
 
@@ -326,23 +403,23 @@ def eval_tables(cfg: TablesConfig) -> dict:
     rfaces = torch.stack([utk[i]["image"] for i in pick])
     rtrue = torch.tensor([int(utk.labels["race"][i]) for i in pick])
     names = f.race_head.class_names if f.race_head is not None else []
-    t2 = {}
+    t2, t2_items = {}, [f"utkface-test-{i}" for i in pick]
     if names:
         def race_name(i):  # UTKFace's label in the extractor's class names, when it has it
             n = UTKFACE_RACES[int(rtrue[i])]
             return n if n in names else names[0]
 
-        strategies = {
-            "PULSE": lambda idx: None,
-            "L_sim": lambda idx: Controls(f, align, cfg.control, targets=align(rfaces[idx].to(device)),
-                                          per_image=True),
-            "L_race": lambda idx: Controls(f, align, cfg.control, race=[race_name(i) for i in idx], per_image=True),
-            "L_sim+L_race": lambda idx: Controls(f, align, cfg.control, race=[race_name(i) for i in idx],
-                                                 targets=align(rfaces[idx].to(device)), per_image=True),
+        strategies = {  # row: (cache name, controls)
+            "PULSE": ("pulse", lambda idx: None),
+            "L_sim": ("sim_f", lambda idx: Controls(f, align, cfg.control, targets=align(rfaces[idx].to(device)),
+                                                    per_image=True)),
+            "L_race": ("race", lambda idx: Controls(f, align, cfg.control, race=[race_name(i) for i in idx],
+                                                    per_image=True)),
+            "L_sim+L_race": ("sim_race", lambda idx: Controls(f, align, cfg.control, race=[race_name(i) for i in idx],
+                                                              targets=align(rfaces[idx].to(device)), per_image=True)),
         }
-        for sname, ctl in strategies.items():
-            keys = [f"t2_{sname}_{i}" for i in pick]
-            imgs, ok = run_strategy(G, rfaces, keys, ctl, cache, cfg)
+        for sname, (strategy, ctl) in strategies.items():
+            imgs, ok = run_strategy(G, rfaces, t2_items, strategy, ctl, cache, cfg)
             pred = race_judge.predict(imgs.to(device)).cpu()
             k = int((pred == rtrue).sum())
             t2[sname] = {"reid": k / len(pred), "ci95": proportion_ci(k, len(pred)), "n": len(pred),
@@ -360,18 +437,18 @@ def eval_tables(cfg: TablesConfig) -> dict:
         reqs = [[f"{a}={int(ref[i, j])}" for j, a in enumerate(PAPER_ATTRIBUTES) if a in attr_names] for i in idx]
         return Controls(f, align, cfg.control, attrs=reqs, per_image=True)
 
-    strategies = {
-        "PULSE": lambda idx: None,
-        "L_sim (f_arc)": lambda idx: Controls(f_arc, align, cfg.control, targets=align(afaces[idx].to(device)),
-                                              per_image=True),
-        "L_sim (f)": lambda idx: Controls(f, align, cfg.control, targets=align(afaces[idx].to(device)),
-                                          per_image=True),
+    strategies = {  # row: (cache name, controls); L_sim as in Table 1: towards the source photo
+        "PULSE": ("pulse", lambda idx: None),
+        "L_sim (f_arc)": ("sim_farc", lambda idx: Controls(f_arc, align, cfg.control,
+                                                           targets=align(afaces[idx].to(device)), per_image=True)),
+        "L_sim (f)": ("sim_f", lambda idx: Controls(f, align, cfg.control, targets=align(afaces[idx].to(device)),
+                                                    per_image=True)),
     }
     if attr_names:
-        strategies["L_attr"] = attr_controls
-    for sname, ctl in strategies.items():
-        keys = [f"t3_{sname.replace(' ', '_')}_{i}" for i in pick]
-        imgs, ok = run_strategy(G, afaces, keys, ctl, cache, cfg)
+        strategies["L_attr"] = ("attr", attr_controls)
+    t3_items = [f"celeba-{cfg.split}-{i}" for i in pick]
+    for sname, (strategy, ctl) in strategies.items():
+        imgs, ok = run_strategy(G, afaces, t3_items, strategy, ctl, cache, cfg)
         pred = attr_judge.predict(imgs.to(device)).cpu()[:, cols]
         hits = (pred == ref)
         k, n = int(hits.sum()), hits.numel()
@@ -379,15 +456,19 @@ def eval_tables(cfg: TablesConfig) -> dict:
                      "accepted": float(ok.float().mean()),
                      "per_attribute": {a: float(hits[:, j].float().mean()) for j, a in enumerate(PAPER_ATTRIBUTES)}}
 
+    request_items: dict[str, list[str]] = {}
     requests = _requests_table(G, f, align, ds, utk, race_judge, attr_judge, identity_judge, cache, cfg, g, device,
-                               pairs=(src_faces, seconds))
+                               pairs=(src_faces, seconds, src_items), items_used=request_items)
 
     hashes = {k: sha256(Path(p)) for k, p in (("f_arc", cfg.f_arc), ("f", cfg.f), ("race_judge", cfg.race_judge),
                                                ("attr_judge", cfg.attr_judge))}
     report = {"table1": t1, "table2": t2, "table3": t3, "identity": identity, "requests": requests,
               "paper_table2": PAPER_TABLE2, "paper_table3": PAPER_TABLE3,
               "judges": {"race": race_meta.get("metrics"), "attr": attr_meta.get("metrics")},
-              "hashes": hashes, "config": to_dict(cfg), "seconds": time.time() - t0,
+              "hashes": hashes, "config": to_dict(cfg), "objective": objective_summary(cfg),
+              # the faces behind every row, by dataset and index (their cache files: <strategy>__<item>)
+              "items": {"table1": src_items, "table2": t2_items, "table3": t3_items, "requests": request_items},
+              "seconds": time.time() - t0,
               "results": {"total": cache.count(), "from_earlier_runs": cached_before}}
     if main:
         (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
@@ -411,7 +492,9 @@ def render(r: dict) -> str:
 
     lines = ["# The paper's tables, reproduced", "",
              "Numbers from the models named by the config (hashes below); the paper's numbers beside them. "
-             "95% confidence intervals in brackets.", "", "## Table 1: angles between pairs (degrees)", "",
+             "95% confidence intervals in brackets.", "",
+             f"Every row of every table searches with one objective and the same settings, its control term "
+             f"aside: {r.get('objective', '')}.", "", "## Table 1: angles between pairs (degrees)", "",
              "| set | f_arc (ours) | f (ours) | f_arc (paper) | f (paper) |", "| --- | --- | --- | --- | --- |"]
     t1 = r["table1"]
     for k, (pa, pf) in t1["paper"].items():

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config import at_least
 from ..distributed import resolve_device
 from ..extractor import load_extractor
 from ..extractor.losses import best_angle_threshold
@@ -24,7 +25,7 @@ class VerificationConfig:
     extractor: str = "checkpoints/extractor_f.pt"
     data_root: str = ""  # CelebA root (default $IDPULSE_SHARED/data/celeba)
     split: str = "test"  # the shared data has CelebA's train and test partitions; test is held out
-    pairs: int = 1000  # Same pairs and as many Diff pairs
+    pairs: int = at_least(1, 1000)  # Same pairs and as many Diff pairs
     seed: int = 0
     device: str = "cpu"
 
