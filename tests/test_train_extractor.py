@@ -1,6 +1,7 @@
 """Algorithm 2 end to end on a tiny synthetic CelebA/UTKFace layout: under torchrun with two
 CPU ranks, and killed with SIGKILL then resumed to the same weights as an uninterrupted run."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -67,7 +68,8 @@ def args(data: Path, gen: Path, run: Path, steps: int = 6) -> list[str]:
             f"--run_dir={run}", "--device=cpu", "--model.width=0.125", "--meta_epochs=2",
             f"--steps_per_meta_epoch={steps}", "--batch_arc=4", "--batch_siam=2", "--batch_race=2", "--batch_attr=2",
             "--lr=0.01", "--threshold_pairs=8", "--checkpoint_every=1", "--lookalike.num_identities=3",
-            "--lookalike.thumbnail_size=4", "--lookalike.steps=2", "--lookalike.batch=2"]
+            "--lookalike.thumbnail_size=4", "--lookalike.steps=2", "--lookalike.batch=2",
+            "--lookalike.eps=1.0"]  # every 2-step search of the random generator "matches": all are lookalikes
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +208,89 @@ def test_mixed_batch_is_one_backbone_pass():
     out = net(batch, 60.0, 10.0)
     alone = f.race_head.loss(f(batch["race_x"]), batch["race_y"]).mean()
     assert torch.allclose(out["race"], alone, atol=1e-5)
+
+
+def _faces(n: int = 4, size: int = 16):
+    g = torch.Generator().manual_seed(0)
+    return [{"image": torch.rand(3, size, size, generator=g)} for _ in range(n)]
+
+
+def test_only_results_within_eps_are_lookalikes(tmp_path):
+    """A failed search is retried from fresh starts and, failing still, recorded and left out of L_siam;
+    f is frozen while it steers the L_sim searches and handed back to training as it was."""
+    from idpulse.align import FixedAlign
+    from idpulse.extractor import FaceExtractor
+    from idpulse.training.extractor_loop import _load_siam
+    from idpulse.training.lookalike import LookalikeConfig, build_lookalikes
+
+    torch.manual_seed(0)
+    G = Generator(resolution=16, fmap_base=32, fmap_max=16, mapping_layers=2)
+    G.fit_gaussian(1000)
+    f = FaceExtractor(width=0.125).train()
+    flags = [q.requires_grad for q in f.parameters()]  # (insightface's feature BN keeps its scale frozen)
+    pairs = [(0, 1), (2, 3)]
+    impossible = LookalikeConfig(thumbnail_size=4, steps=2, eps=1e-12, batch=3, retries=1)
+    recs = build_lookalikes(tmp_path / "lookalikes" / "meta1", G, _faces(), pairs, impossible, extractor=f,
+                            align=FixedAlign(16))
+    assert len(recs) == 8 and not any(r["success"] for r in recs)
+    assert {r["attempts"] for r in recs} == {2} and {r["start"] for r in recs} <= {0, 1}
+    assert f.training and [q.requires_grad for q in f.parameters()] == flags and any(flags)
+    assert all(q.grad is None for q in f.parameters())  # frozen while searching: no weight gradients
+    assert _load_siam(tmp_path, 1, G, FixedAlign(16), "cpu") is None  # no lookalike at all
+    easy = LookalikeConfig(thumbnail_size=4, steps=2, eps=1.0, batch=3, retries=1)
+    recs = build_lookalikes(tmp_path / "lookalikes" / "meta2", G, _faces(), pairs, easy)
+    assert all(r["success"] and r["attempts"] == 1 and r["start"] == 0 for r in recs)
+    siam = _load_siam(tmp_path, 2, G, FixedAlign(16), "cpu")
+    assert len(siam[0]) == 2  # meta-epoch 2's two plain pairs; meta-epoch 1 gave none
+
+
+def test_a_lookalikes_start_follows_its_source_not_its_chunk(tmp_path):
+    from idpulse.training.lookalike import LookalikeConfig, build_lookalikes
+
+    torch.manual_seed(0)
+    G = Generator(resolution=16, fmap_base=32, fmap_max=16, mapping_layers=2)
+    G.fit_gaussian(1000)
+    faces = _faces()
+    cfg = LookalikeConfig(thumbnail_size=4, steps=2, eps=1.0, retries=0)
+    a = build_lookalikes(tmp_path / "a", G, faces, [(0, 1), (2, 3)], dataclasses.replace(cfg, batch=4))
+    b = build_lookalikes(tmp_path / "b", G, faces, [(2, 3), (0, 1)], dataclasses.replace(cfg, batch=1))
+    loss_a = {r["source"]: r["ds_loss"] for r in a}
+    loss_b = {r["source"]: r["ds_loss"] for r in b}
+    assert loss_a == pytest.approx(loss_b, rel=1e-4)
+    assert len(set(loss_a.values())) == 4  # and every source its own start
+
+
+def _cli(*argv):
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=900)
+
+
+def test_resuming_with_other_data_settings_or_a_truncated_state_is_one_line(setup):
+    data, gen, d = setup
+    run = d / "resume_checks"
+    base = [*args(data, gen, run, steps=2), "--meta_epochs=1", "--use_siam=false", "--checkpoint_every=1"]
+    r = _cli(*base, "--max_images=12")
+    assert r.returncode == 0, r.stderr[-3000:]
+    state = run / "state.pt"
+    before = state.read_bytes()
+    for changed, key in (("--max_images=9", "max_images"), (f"--data_root={d}", "data_root"),
+                         ("--arc_data=recordio", "arc_data"), ("--lr=0.5", "lr")):
+        r = _cli(*base, "--max_images=12", changed)
+        err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+        assert r.returncode == 2 and len(err) == 1 and key in err[0] and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert state.read_bytes() == before  # nothing lost
+    r = _cli(*base, "--max_images=12", "--device=cpu", "--log_every=1")  # where and how often it logs may change
+    assert r.returncode == 0, r.stderr[-3000:]
+    state.write_bytes(before[: len(before) // 2])  # a state.pt cut short (a full disk, a copy that broke off)
+    r = _cli(*base, "--max_images=12")
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert r.returncode == 2 and len(err) == 1 and "state.pt" in err[0] and "Traceback" not in r.stderr
+    assert state.stat().st_size == len(before) // 2  # left as it was, for the user to inspect
+
+
+def test_non_positive_sizes_are_config_errors(setup):
+    data, gen, d = setup
+    for bad in ("--batch_arc=0", "--lookalike.batch=0", "--meta_epochs=0", "--lookalike.retries=-1"):
+        r = _cli(*args(data, gen, d / "bad"), bad)
+        err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+        name = bad[2:].split("=")[0]
+        assert r.returncode == 2 and len(err) == 1 and f"'{name}' must be at least" in err[0], r.stderr[-2000:]

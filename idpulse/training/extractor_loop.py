@@ -14,7 +14,6 @@ MS1M, streamed from its RecordIO files (`idpulse/data/recordio.py`).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from torch import nn
 
 from .. import distributed as dist_utils
 from ..align import ARCFACE_112, FixedAlign, similarity_transform, warp_affine
-from ..config import to_dict, write_run_info
+from ..config import at_least, check_resume, to_dict, write_run_info
 from ..errors import UserError
 from ..extractor import ArcFaceHead, FaceExtractor, angle_deg, save_extractor, similarity_loss
 from ..extractor.losses import best_angle_threshold
@@ -53,17 +52,17 @@ class ExtractorTrainConfig:
     # crops still give the lookalike sources, the attributes and theta_thr's Same/Diff pairs.
     arc_data: str = "celeba"
     arc_root: str = ""
-    data_threads: int = 8  # JPEG decoding threads for a RecordIO pack
-    max_images: int = 0  # cap per data source (0: all), for quick runs
+    data_threads: int = at_least(1, 8)  # JPEG decoding threads for a RecordIO pack
+    max_images: int = at_least(0, 0)  # cap per data source (0: all), for quick runs
     use_siam: bool = True
     use_race: bool = True
     use_attr: bool = True
-    meta_epochs: int = 5
-    steps_per_meta_epoch: int = 1000
-    batch_arc: int = 64
-    batch_siam: int = 16  # lookalike pairs per step
-    batch_race: int = 32
-    batch_attr: int = 32
+    meta_epochs: int = at_least(1, 5)
+    steps_per_meta_epoch: int = at_least(1, 1000)
+    batch_arc: int = at_least(1, 64)
+    batch_siam: int = at_least(1, 16)  # lookalike pairs per step
+    batch_race: int = at_least(1, 32)
+    batch_attr: int = at_least(1, 32)
     l_siam: float = 0.2
     l_race: float = 0.2
     l_attr: float = 0.2
@@ -75,10 +74,15 @@ class ExtractorTrainConfig:
     arc_s: float = 64.0
     arc_m: float = 0.5
     temperature: float = 10.0
-    threshold_pairs: int = 1000  # Same and Diff training pairs for theta_thr
-    checkpoint_every: int = 100
-    log_every: int = 10
+    threshold_pairs: int = at_least(1, 1000)  # Same and Diff training pairs for theta_thr
+    checkpoint_every: int = at_least(1, 100)
+    log_every: int = at_least(1, 10)
     lookalike: LookalikeConfig = field(default_factory=LookalikeConfig)
+
+
+# settings a resumed run may change: where it runs, how often it logs and saves, its decoding threads
+# and how many meta-epochs it goes on for; everything else (data, model, losses, schedule) is fixed
+RESUMABLE_CHANGES = {"device", "data_threads", "log_every", "checkpoint_every", "meta_epochs", "run_dir"}
 
 
 def align_to_arcface(img: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
@@ -207,6 +211,9 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
     run = Path(cfg.run_dir)
     state_path = run / "state.pt"
     root = Path(cfg.data_root) if cfg.data_root else None
+    saved = torch_load(state_path, "training state") if state_path.is_file() else None
+    if saved is not None:  # before loading any data: a changed setting is one line, not a crash later
+        check_resume(saved["config"], cfg, state_path, RESUMABLE_CHANGES)
 
     # --- data: CelebA identities (ArcFace, Siamese sources), CelebA attributes, UTKFace races ---
     if cfg.arc_data not in ("celeba", "recordio"):
@@ -240,10 +247,7 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg.lr_milestones, gamma=0.1)
     scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 needs none; kept for fp16 set-ups
     st = {"meta_epoch": 1, "phase": "lookalike", "step": 0, "global_step": 0, "theta_thr": 65.0, "history": []}
-    if state_path.is_file():
-        saved = torch_load(state_path, "training state")
-        if saved["config"]["model"] != dataclasses.asdict(cfg.model):
-            raise UserError(f"{state_path} holds a {saved['config']['model']} model: use another --run_dir")
+    if saved is not None:
         net.load_state_dict(saved["net"])
         opt.load_state_dict(saved["opt"])
         sched.load_state_dict(saved["sched"])
@@ -398,7 +402,8 @@ def _arc_source(cfg: ExtractorTrainConfig, faces: torch.Tensor, labels: torch.Te
 
 
 def _load_siam(run: Path, upto: int, G, gen_align, device):
-    """All lookalikes of meta-epochs 1..upto as (x idx, x' idx, aligned G_x, aligned G_x')."""
+    """All lookalikes of meta-epochs 1..upto as (x idx, x' idx, aligned G_x, aligned G_x'): the pairs
+    whose two searches both matched their thumbnails within eps."""
     from PIL import Image
 
     from ..imageio import pil_to_tensor
@@ -407,7 +412,9 @@ def _load_siam(run: Path, upto: int, G, gen_align, device):
     for me in range(1, upto + 1):
         folder = run / "lookalikes" / f"meta{me}"
         recs = read_manifest(folder) if folder.is_dir() else []
-        by = {(r["item"], r["kind"]): r for r in recs}
+        # only results within eps are lookalikes (a failed search is no face of that thumbnail); a
+        # pair needs both of its sides (x, x') of one kind
+        by = {(r["item"], r["kind"]): r for r in recs if r.get("success")}
         for (item, kind), r in by.items():
             if r["side"] != 0 or (item + 1, kind) not in by:
                 continue

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed as dist_utils
-from ..config import to_dict, write_run_info
+from ..config import at_least, check_resume, to_dict, write_run_info
 from ..errors import UserError
 from ..generator.stylegan import Generator
 from ..generator.weights import atomic_save, save_generator, torch_load
@@ -32,10 +32,10 @@ from .discriminator import Discriminator
 
 @dataclass
 class GanModelConfig:
-    resolution: int = 64
-    fmap_base: int = 2048
-    fmap_max: int = 128
-    mapping_layers: int = 8
+    resolution: int = at_least(4, 64)
+    fmap_base: int = at_least(1, 2048)
+    fmap_max: int = at_least(1, 128)
+    mapping_layers: int = at_least(1, 8)
 
 
 @dataclass
@@ -49,24 +49,29 @@ class GanTrainConfig:
     generator: GanModelConfig = field(default_factory=GanModelConfig)
     d_fmap_base: int = 2048
     d_fmap_max: int = 128
-    batch: int = 32  # per rank
-    total_kimg: float = 300.0  # images shown to D, in thousands, over all ranks
+    batch: int = at_least(1, 32)  # per rank
+    total_kimg: float = at_least(0, 300.0)  # images shown to D, in thousands, over all ranks
     lr: float = 0.002
     beta2: float = 0.99
     r1_gamma: float = 0.5
-    r1_every: int = 16
+    r1_every: int = at_least(1, 16)
     style_mixing: float = 0.5
     ema_kimg: float = 10.0  # EMA half-life in thousands of images
     augment: str = "color,translation,cutout"
     xflip: bool = True
     precision: str = "auto"  # fp32 | bf16 | auto (bf16 on CUDA, fp32 on CPU)
     channels_last: bool = True  # CUDA only
-    threads: int = 0  # CPU threads (0: torch's default)
-    checkpoint_every: int = 200  # steps
-    sample_every: int = 500  # steps
-    log_every: int = 20  # steps
+    threads: int = at_least(0, 0)  # CPU threads (0: torch's default)
+    checkpoint_every: int = at_least(1, 200)  # steps
+    sample_every: int = at_least(1, 500)  # steps
+    log_every: int = at_least(1, 20)  # steps
     max_minutes: float = 0.0  # stop cleanly (with a checkpoint) after this long; 0 = no limit
-    gaussian_fit_samples: int = 1_000_000
+    gaussian_fit_samples: int = at_least(2, 1_000_000)
+
+
+# settings a resumed run may change: where it runs, how often it logs and saves, how long it goes on
+RESUMABLE_CHANGES = {"device", "threads", "checkpoint_every", "sample_every", "log_every", "max_minutes", "total_kimg",
+                     "run_dir"}
 
 
 def _load_data(cfg: GanTrainConfig) -> torch.Tensor:
@@ -171,9 +176,7 @@ def training_loop(cfg: GanTrainConfig) -> Path:
     step, shown, wall = 0, 0, 0.0
     if state_path.is_file():
         st = torch_load(state_path, "training state")
-        if st["config"]["generator"] != mcfg:
-            raise UserError(f"{state_path} was trained with generator {st['config']['generator']}, "
-                            f"not {mcfg}: use another --run_dir")
+        check_resume(st["config"], cfg, state_path, RESUMABLE_CHANGES)
         G.load_state_dict(st["G"])
         D.load_state_dict(st["D"])
         G_ema.load_state_dict(st["G_ema"])

@@ -2,9 +2,13 @@
 
 For random training identities, two images each (x, x'): the PULSE results G_x, G_x' of their
 thumbnails (plain Eq. 3), and from the second meta-epoch on also results optimised with L_sim
-towards the source under the current extractor (harder negatives). Stored as PNGs plus one
-manifest per rank, rewritten atomically after each batch, so a killed run resumes with no
-duplicates; under torchrun, rank r does the items with index % world == r.
+(Eq. 5, through `Controls`) towards the source under the current extractor, which stays frozen
+(harder negatives). Only results within eps of the thumbnail are lookalikes: a search outside it
+is run again from fresh starts (`retries`), and the manifest records each item's start and
+attempts; one that never matches is recorded as failed and not used. Each source image's starts
+follow from its index and the meta-epoch's seed, whatever chunk or rank it runs in. Stored as
+PNGs plus one manifest per rank, rewritten atomically after each batch, so a killed run resumes
+with no duplicates; under torchrun, rank r does the items with index % world == r.
 """
 
 from __future__ import annotations
@@ -17,17 +21,19 @@ from pathlib import Path
 import torch
 
 from .. import distributed as dist_utils
+from ..config import at_least
 from ..imageio import save_png
-from ..pulse import LossTerm, downscale, pulse_search
+from ..pulse import downscale
 
 
 @dataclass
 class LookalikeConfig:
-    num_identities: int = 500  # identities per meta-epoch (two images each)
-    thumbnail_size: int = 8
-    steps: int = 100
-    eps: float = 2e-3
-    batch: int = 16  # images searched together
+    num_identities: int = at_least(1, 500)  # identities per meta-epoch (two images each)
+    thumbnail_size: int = at_least(1, 8)
+    steps: int = at_least(1, 100)
+    eps: float = at_least(0, 2e-3)  # only results within eps are lookalikes
+    batch: int = at_least(1, 16)  # images searched together
+    retries: int = at_least(0, 2)  # a search outside eps is run again from fresh starts, up to this often
     sim_weight: float = 5.0  # weight of L_sim for the hard negatives (meta-epoch >= 2)
 
 
@@ -67,10 +73,10 @@ def build_lookalikes(folder: str | Path, G, faces, pairs: list[tuple[int, int]],
 
     `faces[i]` gives dict(image=(3, R, R) in [0, 1] at the generator's resolution, ...). With an
     `extractor` (and `align`, generator frame -> 112 px), a second result per image is optimised
-    with L_sim (Eq. 5) towards the source as well. Returns the records (all ranks) when done.
+    with L_sim (Eq. 5) towards the source as well; the extractor is frozen meanwhile (eval mode, no
+    weight gradients) and its training flags are restored afterwards. `seed` is the run seed of the
+    starts. Returns the records (all ranks) when done; only those with `success` are lookalikes.
     """
-    from ..extractor.losses import angle_deg, similarity_loss
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rank, world = dist_utils.rank(), dist_utils.world_size()
@@ -86,33 +92,47 @@ def build_lookalikes(folder: str | Path, G, faces, pairs: list[tuple[int, int]],
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), desc="lookalikes", unit="img")
-    for kind in kinds:
-        items = [i for i, k in todo if k == kind]
-        for start in range(0, len(items), cfg.batch):
-            chunk = items[start:start + cfg.batch]
-            src = torch.stack([faces[pairs[i // 2][i % 2]]["image"] for i in chunk]).to(G.device)  # (b, 3, R, R)
-            thumbs = downscale(src, cfg.thumbnail_size).clamp(0, 1)
-            extra = []
-            if kind == "sim":
-                with torch.no_grad():
-                    target_feat = extractor(align(src))  # (b, 512)
-
-                def l_sim(img, ws, target_feat=target_feat):  # Eq. 5 towards the source photo
-                    return similarity_loss(angle_deg(extractor(align(img)), target_feat), 1.0,
-                                           threshold=extractor.theta_thr, temperature=extractor.config["temperature"])
-
-                extra = [LossTerm("sim", cfg.sim_weight, l_sim)]
-            res = pulse_search(G, thumbs, steps=cfg.steps, eps=cfg.eps, seed=seed + chunk[0], extra_losses=extra)
-            for j, i in enumerate(chunk):
-                name = f"{i:06d}_{kind}.png"
-                save_png(res.images[j, 0], folder / name)
-                records.append({"item": i, "pair": i // 2, "side": i % 2, "source": pairs[i // 2][i % 2],
-                                "kind": kind, "file": name, "ds_loss": float(res.ds_loss[j, 0]),
-                                "success": bool(res.success[j, 0])})
-            _write_manifest(mpath, records)  # images first, then the manifest: no dangling records
-            if bar is not None:
-                bar.update(len(chunk))
+    flags = [(p, p.requires_grad) for p in extractor.parameters()] if extractor is not None else []
+    was_training = extractor.training if extractor is not None else False
+    try:
+        for kind in kinds:
+            _search_kind(folder, mpath, records, G, faces, pairs, cfg, [i for i, k in todo if k == kind], kind,
+                         extractor, align, seed, bar)
+    finally:  # Controls froze f for the searches: give the training loop its f back as it was
+        for q, flag in flags:
+            q.requires_grad_(flag)
+        if extractor is not None:
+            extractor.train(was_training)
     if bar is not None:
         bar.close()
     dist_utils.barrier()
     return read_manifest(folder)
+
+
+def _search_kind(folder: Path, mpath: Path, records: list[dict], G, faces, pairs, cfg: LookalikeConfig,
+                 items: list[int], kind: str, extractor, align, seed: int, bar) -> None:
+    """Searches `items` (plain PULSE, or with L_sim for kind "sim") in chunks, appending records."""
+    from ..control import ControlConfig, Controls, controlled_search
+
+    for start in range(0, len(items), cfg.batch):
+        chunk = items[start:start + cfg.batch]
+        src = torch.stack([faces[pairs[i // 2][i % 2]]["image"] for i in chunk]).to(G.device)  # (b, 3, R, R)
+        thumbs = downscale(src, cfg.thumbnail_size).clamp(0, 1)
+        ctl = None
+        if kind == "sim":  # Eq. 5 towards the source photo; only eps decides what is a lookalike
+            sim = ControlConfig(sim_weight=cfg.sim_weight, sim_max=float("inf"))
+            ctl = Controls(extractor, align, sim, targets=align(src), per_image=True)
+        keys = [f"source-{pairs[i // 2][i % 2]}" for i in chunk]  # the same start in any chunk or rank
+        res, ok, starts = controlled_search(G, thumbs, ctl, keys=keys, retries=cfg.retries, seed=seed,
+                                            steps=cfg.steps, eps=cfg.eps)
+        for j, i in enumerate(chunk):
+            name = f"{i:06d}_{kind}.png"
+            save_png(res.images[j, 0], folder / name)
+            k = int(starts[j, 0])
+            records.append({"item": i, "pair": i // 2, "side": i % 2, "source": pairs[i // 2][i % 2],
+                            "kind": kind, "file": name, "ds_loss": float(res.ds_loss[j, 0]),
+                            "success": bool(ok[j, 0]), "start": k,
+                            "attempts": k + 1 if bool(ok[j, 0]) else cfg.retries + 1})
+        _write_manifest(mpath, records)  # images first, then the manifest: no dangling records
+        if bar is not None:
+            bar.update(len(chunk))
