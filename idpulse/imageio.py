@@ -39,6 +39,9 @@ def load_rgb(path: str | Path) -> tuple[Image.Image, list[str]]:
                         notes.append(f"{mode} image converted to RGB")
     except UnidentifiedImageError:
         raise UserError(f"{path}: not an image file (give a PNG or JPEG)") from None
+    except Image.DecompressionBombError as e:  # PIL refuses it before decoding: a malicious or absurd size
+        raise UserError(f"{path}: image too large to open safely ({str(e).splitlines()[0][:120]}); "
+                        "give a face photo or thumbnail of ordinary size") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise UserError(f"{path}: corrupt or truncated image ({str(e).splitlines()[0][:120]})") from None
     if out.width < 1 or out.height < 1:

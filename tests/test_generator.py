@@ -127,3 +127,22 @@ def test_loading_does_not_move_the_global_rng(tmp_path, tiny_generator):
     torch.manual_seed(5)
     load_generator(tmp_path / "g.pt")
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_atomic_save_is_a_normal_file_named_as_a_direct_save(tmp_path):
+    """Normal permissions (a temp file's are 0600), the archive named after the file, no leftovers."""
+    import os
+    import zipfile
+
+    from idpulse.generator.weights import atomic_save
+
+    old = os.umask(0o022)
+    try:
+        atomic_save({"mean": torch.zeros(3)}, tmp_path / "gaussian_fit.pt")
+    finally:
+        os.umask(old)
+    path = tmp_path / "gaussian_fit.pt"
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert {n.split("/")[0] for n in zipfile.ZipFile(path).namelist()} == {"gaussian_fit"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gaussian_fit.pt"]
+    assert torch.equal(torch.load(path, weights_only=True)["mean"], torch.zeros(3))

@@ -123,17 +123,36 @@ def load_pulse_generator(synthesis: str | os.PathLike, mapping: str | os.PathLik
 
 
 def atomic_save(obj, path: str | os.PathLike) -> None:
-    """torch.save to a temp file in the same folder, then os.replace: never a half-written file."""
+    """torch.save that never leaves a half-written file: written under its own name in a fresh
+    private folder beside `path` (so the archive inside is named as a direct save would name it),
+    flushed to disk (fsync), then moved over `path` with os.replace, and the folder synced. The
+    file gets the ordinary permissions of a new file (0666 less the umask), not a temp file's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmpdir = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    tmp = tmpdir / path.name
     try:
-        torch.save(obj, tmp)
+        torch.save(obj, tmp)  # by path: the archive is named after the file, as a direct save names it
+        _fsync(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        _fsync(path.parent)  # the rename itself reaches the disk
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmpdir.rmdir()
+
+
+def _fsync(p: Path) -> None:
+    """Flushes a file's (or folder's) data to disk; a no-op where the system cannot open it."""
+    try:
+        fd = os.open(p, os.O_RDONLY)
+    except OSError:  # some systems cannot open folders
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def generator_state(G: Generator, meta: dict | None = None) -> dict:
