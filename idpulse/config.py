@@ -92,6 +92,9 @@ def _build(cls: type[T], data: dict, prefix: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
+        moved = getattr(cls, "MOVED", {}).get(unknown[0])  # a key an earlier version had: say where it went
+        if moved:
+            raise ConfigError(f"config key '{prefix}{unknown[0]}' is gone: {moved}")
         raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' (valid keys under "
                           f"'{prefix or '<top>'}': {', '.join(sorted(fields))})")
     kwargs = {k: _check(hints[k], v, prefix + k) for k, v in data.items()}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -36,6 +36,10 @@ class ControlConfig:
     attr_max: float = 0.1  # per the authors' code
     # L_DS's weight, eps and the retries are the search's (`pulse.*`), shared with plain PULSE: Eq. 8
     # adds the control terms to PULSE's objective and changes nothing else.
+    MOVED: ClassVar[dict[str, str]] = {
+        "ds_weight": "L_DS is weighted by pulse.ds_weight with or without a control (Eq. 8); for a "
+                     "stronger L_DS everywhere use --config configs/upscale_ds1000.yaml or --pulse.ds_weight",
+        "retries": "use pulse.retries (it applies to plain PULSE and every control alike)"}
 
 
 def race_index(name: str, classes: list[str]) -> int:

@@ -209,7 +209,8 @@ def test_impossible_eps_is_an_honest_rejection(tmp_path, extractor_file):
 
 def test_the_old_control_ds_weight_key_is_refused(tmp_path):
     r = run(thumb(tmp_path / "a.png"), *FAST, "--control.ds_weight=1000", "--out", tmp_path / "o")
-    assert r.returncode == 2 and "control.ds_weight" in one_line_error(r)[0]
+    err = one_line_error(r)[0]
+    assert r.returncode == 2 and "control.ds_weight" in err and "pulse.ds_weight" in err
 
 
 def test_an_inputs_results_do_not_depend_on_its_batch(tmp_path):

@@ -24,6 +24,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -66,6 +67,8 @@ class TablesConfig:
     # per face, retried from fresh starts when rejected
     pulse: PulseConfig = field(default_factory=lambda: PulseConfig(num_seeds=1))
     control: ControlConfig = field(default_factory=ControlConfig)
+    MOVED: ClassVar[dict[str, str]] = {"steps": "use pulse.steps (every row's search settings are under pulse:)",
+                                       "eps": "use pulse.eps (every row's search settings are under pulse:)"}
 
 
 def sha256(path: Path) -> str:
