@@ -83,3 +83,19 @@ def test_torchrun_two_ranks_on_cpu(tmp_path):
     assert st["shown"] == 6 * 4 and st["step"] == 3  # total_kimg counts both ranks' images
     assert "world_size: 2" in (run / "run.yaml").read_text()
     load_generator(run / "generator.pt")
+
+
+def test_resuming_with_changed_settings_is_one_line(tmp_path):
+    data = _faces(tmp_path / "faces")
+    run = tmp_path / "run"
+    r = subprocess.run(_args(data, run, 2), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    before = (run / "state.pt").read_bytes()
+    for changed, key in (("--batch=8", "batch"), ("--lr=0.01", "lr"), (f"--data={tmp_path}", "data")):
+        r = subprocess.run([*_args(data, run, 2), changed], capture_output=True, text=True, timeout=600)
+        err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+        assert r.returncode == 2 and len(err) == 1 and f" {key}=" in err[0] and "Traceback" not in r.stderr, r.stderr
+    assert (run / "state.pt").read_bytes() == before
+    # more images to show is a longer run of the same training: allowed
+    r = subprocess.run([*_args(data, run, 2), "--total_kimg=0.012"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "resuming" in r.stdout, r.stderr[-2000:]
