@@ -206,6 +206,6 @@ def write_run_info(folder: str | Path, cfg, extra: dict | None = None) -> None:
     """Writes `config.yaml` (resolved config, loadable again with --config) and `run.yaml`."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    info = {"git_commit": git_commit(), **(extra or {})}  # before writing: a tracked run folder is not "dirty"
     (folder / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    info = {"git_commit": git_commit(), **(extra or {})}
     (folder / "run.yaml").write_text(yaml.safe_dump(info, sort_keys=False))
