@@ -174,19 +174,32 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+NOT_SET = "<not set>"
+
+
+def first_difference(old: dict, new: dict, skip: set[str] = frozenset()) -> tuple[str, object, object] | None:
+    """The first dotted key (sorted) where two nested settings dicts differ, with both values
+    (`NOT_SET` where one lacks it), or None; keys in `skip`, or under a top-level key in it, are
+    not compared."""
+    a, b = _flatten(old), _flatten(new)
+    for key in sorted(set(a) | set(b)):
+        if key in skip or key.split(".")[0] in skip:
+            continue
+        if a.get(key, NOT_SET) != b.get(key, NOT_SET):
+            return key, a.get(key, NOT_SET), b.get(key, NOT_SET)
+    return None
+
+
 def check_resume(saved: dict, cfg, state_path: str | Path, may_change: set[str] = frozenset()) -> None:
     """A run resumes only with the settings it was started with (its data, model, schedule...):
     otherwise a one-line error naming the first setting that changed, instead of a size mismatch
     deep in the loop or a silently different run. `may_change`: keys that do not alter the result
     (the device, logging intervals) or that extend the run (more epochs)."""
-    old, new = _flatten(saved), _flatten(to_dict(cfg))
-    for key in sorted(set(old) | set(new)):
-        if key in may_change or key.split(".")[0] in may_change:
-            continue
-        if old.get(key, "<not set>") != new.get(key, "<not set>"):
-            raise ConfigError(f"{state_path} was started with {key}={old.get(key, '<not set>')!r}, this run asks for "
-                              f"{new.get(key, '<not set>')!r}: resume with the run's own settings (its config.yaml), "
-                              "or give another --run_dir")
+    diff = first_difference(saved, to_dict(cfg), may_change)
+    if diff is not None:
+        key, was, now = diff
+        raise ConfigError(f"{state_path} was started with {key}={was!r}, this run asks for {now!r}: resume with "
+                          "the run's own settings (its config.yaml), or give another --run_dir")
 
 
 def git_commit(cwd: str | Path | None = None) -> str:

@@ -30,8 +30,8 @@ import torch
 
 from .. import distributed as dist_utils
 from ..align import FixedAlign
-from ..config import at_least, to_dict, write_run_info
-from ..control import ControlConfig, Controls, controlled_search
+from ..config import at_least, first_difference, to_dict, write_run_info
+from ..control import ControlConfig, Controls, controlled_search, objective_text
 from ..errors import UserError
 from ..extractor import angle_deg, load_extractor
 from ..generator.build import GeneratorConfig, _resolve, build_generator, record_architecture
@@ -85,15 +85,6 @@ def proportion_ci(k: int, n: int) -> tuple[float, float]:
     return wilson(k, n)
 
 
-def _first_difference(old, new, prefix: str = "") -> tuple[str, object, object]:
-    """The first key (dotted) where two settings dicts differ, with both values."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        for k in sorted(set(old) | set(new)):
-            if old.get(k) != new.get(k):
-                return _first_difference(old.get(k), new.get(k), f"{prefix}{k}.")
-    return prefix.rstrip("."), old, new
-
-
 class Cache:
     """PULSE results by key (PNG + JSON), written as they are made: the resume mechanism.
 
@@ -110,8 +101,9 @@ class Cache:
     def _check(self, settings: dict) -> None:
         path = self.folder / "settings.json"
         if path.is_file():
-            key, was, now = _first_difference(json.loads(path.read_text()), settings)
-            if key or was != now:
+            diff = first_difference(json.loads(path.read_text()), settings)
+            if diff is not None:
+                key, was, now = diff
                 raise UserError(f"{self.folder} holds results searched with other settings ({key}: {was!r} there, "
                                 f"{now!r} now): give another --out, or delete that cache to search again")
         elif self.count():
@@ -194,7 +186,7 @@ def cache_settings(cfg: TablesConfig) -> dict:
 def objective_summary(cfg: TablesConfig) -> str:
     """The one objective and settings that every row shares, for the report."""
     p = cfg.pulse
-    return (f"{p.ds_weight:g}*L_DS({p.loss}) + {p.geocross_weight:g}*GEOCROSS (Eq. 3), plus the row's control term "
+    return (f"{objective_text(None, **to_dict(p))}, plus the row's control term "
             f"(weight {cfg.control.sim_weight:g} for L_sim, {cfg.control.race_weight:g} L_race, "
             f"{cfg.control.attr_weight:g} L_attr; Eq. 8); eps {p.eps:g}, {p.steps} steps, {p.num_seeds} random "
             f"start(s) per face, its own, up to {p.retries} retries from fresh starts")
