@@ -12,6 +12,7 @@ from PIL import Image
 
 from idpulse.data import CELEBA_ATTRIBUTES, CelebA, FairFace, MS1MRecordIO, RecordIOReader, UTKFace
 from idpulse.data.recordio import unpack
+from idpulse.errors import UserError
 
 
 def test_recordio_multi_chunk_round_trip(tmp_path):
@@ -110,3 +111,67 @@ def test_missing_dataset_is_a_clear_error(tmp_path):
 
     with pytest.raises(UserError, match="not found"):
         CelebA(tmp_path)
+
+
+def _fairface(tmp_path, with_landmarks=True):
+    (tmp_path / "val").mkdir()
+    rows = ["file,age,gender,race,service_test"]
+    for i, race in enumerate(["Black", "Indian", "White"]):
+        Image.new("RGB", (40, 40), (10 * i, 2, 3)).save(tmp_path / "val" / f"{i}.jpg")
+        rows.append(f"val/{i}.jpg,20-29,Male,{race},True")
+    (tmp_path / "fairface_label_val.csv").write_text("\n".join(rows) + "\n")
+    if with_landmarks:
+        from idpulse.align import crop_template
+        from idpulse.data.landmarks import HEADER
+
+        pts = ",".join(f"{v:.2f}" for v in crop_template(40).flatten())
+        (tmp_path / "landmarks.csv").write_text(",".join(HEADER) + "\n" + "".join(
+            f"val/{i}.jpg,30.0,{pts},mtcnn\n" for i in (0, 2)))  # no face found in val/1.jpg
+    return tmp_path
+
+
+def test_race_data_by_name(tmp_path):
+    """The tables' held-out race faces: UTKFace's test split, or FairFace's val images that have
+    landmarks (each with its 7-class label), framed into the generator's frame by them."""
+    from idpulse.data import FAIRFACE_RACES, race_dataset
+
+    ds, classes = race_dataset("fairface", _fairface(tmp_path), split="test", size=32, frame=True)
+    assert classes == FAIRFACE_RACES and len(ds) == 2
+    assert [FAIRFACE_RACES[r] for r in ds.labels["race"]] == ["Black", "White"]
+    item = ds[1]
+    assert item["image"].shape == (3, 32, 32) and not torch.isnan(item["landmarks"]).any()
+    with pytest.raises(UserError, match="race_root"):
+        race_dataset("fairface", None, split="train")
+    with pytest.raises(UserError, match="unknown race data 'ffhq'"):
+        race_dataset("ffhq", tmp_path, split="train")
+
+
+def test_fairface_without_landmarks_says_how_to_make_them(tmp_path):
+    from idpulse.data import race_dataset
+
+    with pytest.raises(UserError, match="detect_landmarks.py fairface"):
+        race_dataset("fairface", _fairface(tmp_path, with_landmarks=False), split="test")
+
+
+def test_detect_landmarks_writes_what_the_reader_reads(tmp_path):
+    """MTCNN on a real face (a shared CelebA crop, enlarged inside a loose FairFace-like frame) finds
+    it where the crop's own landmarks say; a face-less image is left out; a second run resumes."""
+    from idpulse.data import FairFace
+    from idpulse.data.landmarks import dataset_files, detect_landmarks
+
+    cel = CelebA(need_shared("data", "celeba").parent / "celeba", split="test")
+    face = cel.load_pil(0).resize((192, 192), Image.BICUBIC)
+    canvas = Image.new("RGB", (256, 256), (128, 128, 128))
+    canvas.paste(face, (32, 32))
+    (tmp_path / "train").mkdir()
+    canvas.save(tmp_path / "train" / "1.jpg")
+    Image.new("RGB", (256, 256), (90, 90, 90)).save(tmp_path / "train" / "2.jpg")
+    (tmp_path / "fairface_label_train.csv").write_text(
+        "file,age,gender,race,service_test\ntrain/1.jpg,20-29,Male,White,True\ntrain/2.jpg,3-9,Female,Black,True\n")
+    names = dataset_files("fairface", tmp_path)
+    assert detect_landmarks(tmp_path, names, progress=False) == (1, 1)
+    ds = FairFace(tmp_path, split="train", need_landmarks=True)
+    assert len(ds) == 1
+    expect = cel.landmarks[0] * 2 + 32  # the crop's landmarks, enlarged 2x and moved by the paste
+    assert np.abs(ds.landmarks[0] - expect).max() < 6  # px of 256: MTCNN against MTCNN at another scale
+    assert detect_landmarks(tmp_path, names, progress=False) == (1, 1)  # resumed: the found one kept

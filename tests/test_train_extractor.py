@@ -64,7 +64,7 @@ def tiny_generator(path: Path) -> Path:
 
 
 def args(data: Path, gen: Path, run: Path, steps: int = 6) -> list[str]:
-    return [str(ROOT / "scripts" / "train_extractor.py"), f"--data_root={data}", f"--generator={gen}",
+    return [str(ROOT / "scripts" / "train_extractor.py"), f"--data_root={data}", f"--generator.checkpoint={gen}",
             f"--run_dir={run}", "--device=cpu", "--model.width=0.125", "--meta_epochs=2",
             f"--steps_per_meta_epoch={steps}", "--batch_arc=4", "--batch_siam=2", "--batch_race=2", "--batch_attr=2",
             "--lr=0.01", "--threshold_pairs=8", "--checkpoint_every=1", "--lookalike.num_identities=3",
@@ -236,11 +236,11 @@ def test_only_results_within_eps_are_lookalikes(tmp_path):
     assert {r["attempts"] for r in recs} == {2} and {r["start"] for r in recs} <= {0, 1}
     assert f.training and [q.requires_grad for q in f.parameters()] == flags and any(flags)
     assert all(q.grad is None for q in f.parameters())  # frozen while searching: no weight gradients
-    assert _load_siam(tmp_path, 1, G, FixedAlign(16), "cpu") is None  # no lookalike at all
+    assert _load_siam(tmp_path, 1, G.resolution, "cpu") is None  # no lookalike at all
     easy = LookalikeConfig(thumbnail_size=4, steps=2, eps=1.0, batch=3, retries=1)
     recs = build_lookalikes(tmp_path / "lookalikes" / "meta2", G, _faces(), pairs, easy)
     assert all(r["success"] and r["attempts"] == 1 and r["start"] == 0 for r in recs)
-    siam = _load_siam(tmp_path, 2, G, FixedAlign(16), "cpu")
+    siam = _load_siam(tmp_path, 2, G.resolution, "cpu")
     assert len(siam[0]) == 2  # meta-epoch 2's two plain pairs; meta-epoch 1 gave none
 
 
@@ -294,3 +294,35 @@ def test_non_positive_sizes_are_config_errors(setup):
         err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
         name = bad[2:].split("=")[0]
         assert r.returncode == 2 and len(err) == 1 and f"'{name}' must be at least" in err[0], r.stderr[-2000:]
+
+
+def test_lsiam_aligns_each_lookalike_by_its_recorded_landmarks(tmp_path):
+    """A detected alignment's landmarks go into the manifest and L_siam's reader warps by them; a
+    result with no face found (None), or from an older manifest (no key), takes the fixed warp."""
+    from idpulse.align import FixedAlign, crop_template
+    from idpulse.imageio import save_png
+    from idpulse.training.extractor_loop import _load_siam, align_to_arcface
+
+    folder = tmp_path / "lookalikes" / "meta1"
+    folder.mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    imgs = [torch.rand(3, 32, 32, generator=g) for _ in range(4)]
+    moved = (crop_template(32) + [3.0, -2.0]).tolist()  # a face found 3 px right, 2 px up of the template
+    recs = []
+    for i, lm in enumerate([moved, None, moved, "absent"]):
+        save_png(imgs[i], folder / f"{i}.png")
+        r = {"item": i, "pair": i // 2, "side": i % 2, "source": i, "kind": "pulse", "file": f"{i}.png",
+             "success": True}
+        if lm != "absent":
+            r["landmarks"] = lm
+        recs.append(r)
+    (folder / "manifest.rank0.json").write_text(json.dumps(recs))
+    x, x2, gx, gx2 = _load_siam(tmp_path, 1, 32, "cpu")
+    stored = [torch.from_numpy(np.array(Image.open(folder / f"{i}.png"))).permute(2, 0, 1).float() / 255
+              for i in range(4)]
+    fixed = FixedAlign(32)
+    assert torch.allclose(gx[0], align_to_arcface(stored[0], torch.tensor(moved)))
+    assert not torch.allclose(gx[0], fixed(stored[0][None])[0], atol=1e-2)
+    assert torch.allclose(gx2[0], fixed(stored[1][None])[0])  # None: no face found
+    assert torch.allclose(gx[1], align_to_arcface(stored[2], torch.tensor(moved)))
+    assert torch.allclose(gx2[1], fixed(stored[3][None])[0])  # an older manifest

@@ -209,22 +209,70 @@ def UTKFace(root: str | Path | None = None, *, size: int = 0, split: str = "all"
                        landmarks=[lms.get(p.name) for p in files], frame=frame)
 
 
-def FairFace(root: str | Path, *, split: str = "train", size: int = 0) -> FaceDataset:
+def FairFace(root: str | Path, *, split: str = "train", size: int = 0, frame: bool = False,
+             need_landmarks: bool = False) -> FaceDataset:
     """FairFace in its CSV layout: `fairface_label_{train,val}.csv` (columns file, age, gender,
     race, ...) beside the image folders the `file` column names. Labels: `race` (index into
-    `FAIRFACE_RACES`), `gender` (0 male, 1 female), `age` (the CSV's bracket, e.g. "20-29")."""
+    `FAIRFACE_RACES`), `gender` (0 male, 1 female), `age` (the CSV's bracket, e.g. "20-29").
+
+    FairFace's images are loose crops (the face in the middle, margin 0.25), not aligned: its 5
+    landmarks come from `landmarks.csv` at `root` (the shared crops' format, keyed by the `file`
+    column; `scripts/detect_landmarks.py` writes it with MTCNN). With `need_landmarks` (training
+    and the tables: faces are aligned by them) that file is required and images it has no face for
+    are left out; `frame=True` warps each image into the generator's frame (`crop_template`)."""
     root = Path(root)
+    if split not in ("train", "val"):
+        raise UserError(f"FairFace split must be train or val, got {split!r}")
     table = _need(root / f"fairface_label_{split}.csv", f"FairFace {split} labels")
-    files, race, gender, age = [], [], [], []
+    lm_path = root / "landmarks.csv"
+    if need_landmarks and not lm_path.is_file():
+        raise UserError(f"FairFace at {root} has no landmarks.csv (its faces are aligned by them): run "
+                        f"`python scripts/detect_landmarks.py fairface {root}` once")
+    lms = _read_landmarks(lm_path)
+    files, race, gender, age, marks = [], [], [], [], []
     with open(table, newline="") as f:
         for row in csv.DictReader(f):
             if row["race"] not in FAIRFACE_RACES:
                 raise UserError(f"{table}: unknown race {row['race']!r} (FairFace has {FAIRFACE_RACES})")
+            if need_landmarks and row["file"] not in lms:
+                continue  # MTCNN found no face: nothing to align by
             files.append(root / row["file"])
             race.append(FAIRFACE_RACES.index(row["race"]))
             gender.append(0 if row["gender"] == "Male" else 1)
             age.append(row["age"])
-    return FaceDataset(files=files, size=size, labels={"race": race, "gender": gender, "age": age})
+            marks.append(lms.get(row["file"]))
+    if need_landmarks and not files:
+        raise UserError(f"{lm_path} has landmarks for none of the images of {table}")
+    return FaceDataset(files=files, size=size, labels={"race": race, "gender": gender, "age": age},
+                       landmarks=marks if lms else [], frame=frame)
+
+
+# Race data by name (the config's `race_data`): the reader, its class names, and its held-out split
+# (what the tables use; training always uses "train"). A new race dataset is one entry here.
+RACE_DATASETS = {
+    "utkface": (lambda root, split, size, frame: UTKFace(root, split=split, size=size, frame=frame),
+                UTKFACE_RACES, "test"),
+    "fairface": (lambda root, split, size, frame: FairFace(root, split=split, size=size, frame=frame,
+                                                           need_landmarks=True),
+                 FAIRFACE_RACES, "val"),
+}
+
+
+def race_dataset(name: str, root: str | Path | None, *, split: str, size: int = 0,
+                 frame: bool = False) -> tuple[FaceDataset, list[str]]:
+    """The race data a config names: (dataset with `race` labels, its class names). `split` is
+    "train" or "test" (a dataset's held-out part: UTKFace's test split, FairFace's val); `root`
+    defaults to the shared UTKFace (FairFace has no default: it is not in the shared data)."""
+    if name not in RACE_DATASETS:
+        raise UserError(f"unknown race data {name!r} (use one of {', '.join(RACE_DATASETS)})")
+    read, classes, held_out = RACE_DATASETS[name]
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be train or test, not {split!r}")
+    if root is None or str(root) == "":
+        if name != "utkface":
+            raise UserError(f"race data {name!r} needs its folder: give race_root=PATH")
+        root = shared_dir() / "data" / "utkface"
+    return read(Path(root), held_out if split == "test" else "train", size, frame), list(classes)
 
 
 def ImageFolder(root: str | Path, *, size: int = 0) -> FaceDataset:

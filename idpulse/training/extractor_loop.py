@@ -18,6 +18,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -29,8 +30,9 @@ from ..config import at_least, check_resume, to_dict, write_run_info
 from ..errors import UserError
 from ..extractor import ArcFaceHead, FaceExtractor, angle_deg, save_extractor, similarity_loss
 from ..extractor.losses import best_angle_threshold
+from ..generator.build import GeneratorConfig, build_generator
 from ..generator.weights import atomic_save, torch_load
-from .lookalike import LookalikeConfig, build_lookalikes, pick_pairs, read_manifest
+from .lookalike import LookalikeConfig, build_lookalikes, lookalike_align, pick_pairs, read_manifest
 
 
 @dataclass
@@ -45,7 +47,9 @@ class ExtractorTrainConfig:
     device: str = "auto"
     seed: int = 0
     model: ExtractorModelConfig = field(default_factory=ExtractorModelConfig)
-    generator: str = "checkpoints/generator.pt"  # for the lookalikes
+    # the generator of the lookalikes: an idpulse file, or PULSE's synthesis.pt/mapping.pt (FFHQ 1024 px),
+    # the same `generator:` section as upscaling and the tables
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     data_root: str = ""  # default $IDPULSE_SHARED/data
     # L_arc's identities: "celeba" (the CelebA training crops of data_root, preloaded) or "recordio"
     # (an insightface pack such as MS1M: arc_root/train.rec, train.idx, property; streamed). CelebA's
@@ -54,6 +58,11 @@ class ExtractorTrainConfig:
     arc_root: str = ""
     data_threads: int = at_least(1, 8)  # JPEG decoding threads for a RecordIO pack
     max_images: int = at_least(0, 0)  # cap per data source (0: all), for quick runs
+    # L_race's faces: "utkface" (the shared crops; race_root defaults to data_root/utkface) or
+    # "fairface" (the paper's 7 classes; race_root is its folder, with landmarks.csv from
+    # scripts/detect_landmarks.py); the race head gets that dataset's class names
+    race_data: Literal["utkface", "fairface"] = "utkface"
+    race_root: str = ""
     use_siam: bool = True
     use_race: bool = True
     use_attr: bool = True
@@ -203,8 +212,7 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
     """Runs (or resumes) Algorithm 2 in cfg.run_dir; returns the path of the exported `extractor.pt`."""
     from tqdm import tqdm
 
-    from ..data import CELEBA_ATTRIBUTES, UTKFACE_RACES, CelebA, UTKFace
-    from ..generator.weights import load_generator
+    from ..data import CELEBA_ATTRIBUTES, CelebA, race_dataset
 
     device = dist_utils.init(cfg.device)
     rank, world = dist_utils.rank(), dist_utils.world_size()
@@ -215,7 +223,19 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
     if saved is not None:  # before loading any data: a changed setting is one line, not a crash later
         check_resume(saved["config"], cfg, state_path, RESUMABLE_CHANGES)
 
-    # --- data: CelebA identities (ArcFace, Siamese sources), CelebA attributes, UTKFace races ---
+    G, gen_align = None, None  # the lookalikes' generator, loaded first: a wrong file fails before the data loads
+    if cfg.use_siam:
+        G = build_generator(cfg.generator, device)  # frozen, eval mode
+        gen_align = lookalike_align(cfg.lookalike.align, G.resolution, pulse_files=bool(cfg.generator.synthesis))
+        gen_align = gen_align.to(device)
+        if G.resolution % cfg.lookalike.thumbnail_size:
+            raise UserError(f"lookalike.thumbnail_size {cfg.lookalike.thumbnail_size} does not divide the "
+                            f"generator's {G.resolution} px")
+        if rank == 0:
+            print(f"lookalikes: {G.resolution} px generator, {cfg.lookalike.thumbnail_size} px thumbnails, "
+                  f"{type(gen_align).__name__} into f's frame")
+
+    # --- data: CelebA identities (ArcFace, Siamese sources), CelebA attributes, races (race_data) ---
     if cfg.arc_data not in ("celeba", "recordio"):
         raise UserError(f"arc_data must be 'celeba' or 'recordio', not {cfg.arc_data!r}")
     celeba = CelebA(root / "celeba" if root else None, split="train")
@@ -229,15 +249,16 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
         raise UserError("use_attr is on but no training image has attributes")
     attr_y = torch.stack([arc_labels[i]["attributes"] for i in attr_idx]) if attr_idx else torch.zeros(0, 40)
     attr_idx_t = torch.tensor(attr_idx, dtype=torch.long)
-    race_faces, race_y = None, None
+    race_faces, race_y, race_classes = None, None, None
     if cfg.use_race:
-        utk = UTKFace(root / "utkface" if root else None, split="train")
-        race_faces, race_labels = preload_aligned(utk, cfg.max_images, "race faces")
+        race_root = cfg.race_root or (root / "utkface" if root and cfg.race_data == "utkface" else None)
+        race_ds, race_classes = race_dataset(cfg.race_data, race_root, split="train")
+        race_faces, race_labels = preload_aligned(race_ds, cfg.max_images, f"race faces ({cfg.race_data})")
         race_y = torch.tensor([int(lb["race"]) for lb in race_labels])
 
     torch.manual_seed(cfg.seed)
     f = FaceExtractor(backbone=cfg.model.backbone, width=cfg.model.width,
-                      race_classes=UTKFACE_RACES if cfg.use_race else None,
+                      race_classes=race_classes,
                       attribute_names=CELEBA_ATTRIBUTES if cfg.use_attr else None, temperature=cfg.temperature)
     if cfg.use_attr:
         known = (attr_y >= 0).float()
@@ -284,17 +305,11 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run / "tb"))
-    G, gen_align = None, None
     siam = None  # (x idx, x' idx, G_x, G_x') tensors of all lookalikes so far
     while st["meta_epoch"] <= cfg.meta_epochs:
         me = st["meta_epoch"]
         folder = run / "lookalikes" / f"meta{me}"
         if cfg.use_siam and (st["phase"] == "lookalike" or siam is None):
-            if G is None:
-                gpath = Path(cfg.generator)
-                G = load_generator(gpath if gpath.is_file() else Path(__file__).resolve().parents[2] / gpath)
-                G = G.to(device)
-                gen_align = FixedAlign(G.resolution).to(device)
             if st["phase"] == "lookalike":
                 src = CelebA(root / "celeba" if root else None, split="train", size=G.resolution)
                 src = src.subset(range(len(arc_y)))
@@ -306,7 +321,7 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
                 st["phase"] = "train"
                 save()
             # Algorithm 2: this meta-epoch's Algorithm 1 trains on every lookalike so far, its own included
-            siam = _load_siam(run, me, G, gen_align, device)
+            siam = _load_siam(run, me, G.resolution, device)
         st["phase"] = "train"
         use_siam_now = cfg.use_siam and me >= 2 and siam is not None
         bar = tqdm(total=cfg.steps_per_meta_epoch, initial=st["step"], desc=f"meta-epoch {me}/{cfg.meta_epochs}",
@@ -401,13 +416,16 @@ def _arc_source(cfg: ExtractorTrainConfig, faces: torch.Tensor, labels: torch.Te
     return batch, len(pack), ids
 
 
-def _load_siam(run: Path, upto: int, G, gen_align, device):
+def _load_siam(run: Path, upto: int, resolution: int, device):
     """All lookalikes of meta-epochs 1..upto as (x idx, x' idx, aligned G_x, aligned G_x'): the pairs
-    whose two searches both matched their thumbnails within eps."""
+    whose two searches both matched their thumbnails within eps. Each result is aligned by the
+    landmarks its manifest records (the template for a fixed warp, MTCNN's points for a detected
+    one); where none were found, or an older manifest has none, by the fixed warp."""
     from PIL import Image
 
     from ..imageio import pil_to_tensor
 
+    fixed = FixedAlign(resolution)
     xs, x2s, gs, g2s = [], [], [], []
     for me in range(1, upto + 1):
         folder = run / "lookalikes" / f"meta{me}"
@@ -419,9 +437,11 @@ def _load_siam(run: Path, upto: int, G, gen_align, device):
             if r["side"] != 0 or (item + 1, kind) not in by:
                 continue
             r2 = by[(item + 1, kind)]
-            imgs = [pil_to_tensor(Image.open(folder / q["file"]).convert("RGB")) for q in (r, r2)]
-            with torch.no_grad():
-                al = gen_align(torch.stack(imgs).to(device)).cpu()
+            al = []
+            for q in (r, r2):
+                img = pil_to_tensor(Image.open(folder / q["file"]).convert("RGB"))  # (3, R, R)
+                lm = q.get("landmarks")
+                al.append(align_to_arcface(img, torch.tensor(lm)) if lm is not None else fixed(img[None])[0])
             xs.append(r["source"])
             x2s.append(r2["source"])
             gs.append(al[0])
@@ -429,4 +449,3 @@ def _load_siam(run: Path, upto: int, G, gen_align, device):
     if not xs:
         return None
     return torch.tensor(xs), torch.tensor(x2s), torch.stack(gs), torch.stack(g2s)
-

@@ -17,6 +17,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -35,6 +36,35 @@ class LookalikeConfig:
     batch: int = at_least(1, 16)  # images searched together
     retries: int = at_least(0, 2)  # a search outside eps is run again from fresh starts, up to this often
     sim_weight: float = 5.0  # weight of L_sim for the hard negatives (meta-epoch >= 2)
+    # how generated faces are aligned into f's frame, for L_sim while searching and for the stored
+    # lookalikes L_siam reads (their landmarks go into the manifest): fixed for generators in the
+    # training crops' frame, detected (MTCNN) for PULSE's FFHQ files; auto picks by the generator
+    align: Literal["auto", "fixed", "detected"] = "auto"
+
+
+def lookalike_align(mode: str, resolution: int, *, pulse_files: bool) -> torch.nn.Module:
+    """The alignment of generated faces into f's 112 px frame: (B, 3, R, R) -> (B, 3, 112, 112)."""
+    from ..align import DetectedAlign, FixedAlign
+
+    if mode == "auto":
+        mode = "detected" if pulse_files else "fixed"
+    return FixedAlign(resolution) if mode == "fixed" else DetectedAlign(resolution)
+
+
+def result_landmarks(align: torch.nn.Module, images: torch.Tensor) -> list[list[list[float]] | None]:
+    """Where `align` finds the 5 landmarks of each image (B, 3, R, R), in its pixels: the template
+    for a fixed warp, MTCNN's points for a detected one (None where it finds no face: the warp then
+    falls back to the fixed one, as L_siam's reader does)."""
+    from ..align import FixedAlign, crop_template
+
+    if isinstance(align, FixedAlign):
+        return [crop_template(images.shape[-1]).tolist()] * len(images)
+    if hasattr(align, "reset"):  # detect afresh on these images, not reuse the search's last landmarks
+        align.reset()
+    with torch.no_grad():
+        align(images)  # detects; the landmarks it used stay on the module
+    lm = align.last_landmarks.detach().cpu().double()  # (B, 5, 2), NaN where no face was found
+    return [None if torch.isnan(p).any() else p.tolist() for p in lm]
 
 
 def pick_pairs(identities: list[int], num: int, seed: int) -> list[tuple[int, int]]:
@@ -125,6 +155,7 @@ def _search_kind(folder: Path, mpath: Path, records: list[dict], G, faces, pairs
         keys = [f"source-{pairs[i // 2][i % 2]}" for i in chunk]  # the same start in any chunk or rank
         res, ok, starts = controlled_search(G, thumbs, ctl, keys=keys, retries=cfg.retries, seed=seed,
                                             steps=cfg.steps, eps=cfg.eps)
+        marks = result_landmarks(align, res.images[:, 0]) if align is not None else [None] * len(chunk)
         for j, i in enumerate(chunk):
             name = f"{i:06d}_{kind}.png"
             save_png(res.images[j, 0], folder / name)
@@ -132,7 +163,8 @@ def _search_kind(folder: Path, mpath: Path, records: list[dict], G, faces, pairs
             records.append({"item": i, "pair": i // 2, "side": i % 2, "source": pairs[i // 2][i % 2],
                             "kind": kind, "file": name, "ds_loss": float(res.ds_loss[j, 0]),
                             "success": bool(ok[j, 0]), "start": k,
-                            "attempts": k + 1 if bool(ok[j, 0]) else cfg.retries + 1})
+                            "attempts": k + 1 if bool(ok[j, 0]) else cfg.retries + 1,
+                            "landmarks": marks[j]})  # (5, 2) in the image's px; None: no face found
         _write_manifest(mpath, records)  # images first, then the manifest: no dangling records
         if bar is not None:
             bar.update(len(chunk))
