@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """Train the independent judges of the paper's tables (never used by any optimisation): a race
-classifier on UTKFace's train split and a CelebA 40-attribute classifier, each a torchvision
-ResNet-18 (not the extractor's architecture). Prints and stores each judge's own test accuracy.
+classifier on UTKFace's train split (or FairFace's, for the paper's 7 classes) and a CelebA
+40-attribute classifier, each a torchvision ResNet-18 (not the extractor's architecture). Prints
+and stores each judge's own test accuracy.
 
   python scripts/train_judges.py                       # both, into checkpoints/judges/
   python scripts/train_judges.py --only race --epochs=4
+  python scripts/train_judges.py --only race --race_data=fairface --race_root=/data/fairface --out-dir=weights
 
 Keys of JudgeConfig (idpulse/evaluation/judges.py) can be set as --key=value (for both judges).
 """
@@ -31,7 +33,7 @@ def main(argv=None):
                                               *overrides])
         m = train_judge(cfg)
         if kind == "race":
-            print(f"race judge: test accuracy {100 * m['accuracy']:.1f}% on {m['test_images']} UTKFace images")
+            print(f"race judge: test accuracy {100 * m['accuracy']:.1f}% on {m['test_images']} {cfg.race_data} images")
         else:
             five = ", ".join(f"{a} {100 * m['per_attribute'][a]:.1f}%" for a in PAPER_ATTRIBUTES)
             print(f"attribute judge: mean test accuracy {100 * m['mean_accuracy']:.1f}% "

@@ -44,28 +44,7 @@ def tiny_generator():
 
 # --- RecordIO, written from the format's description (tests of the reader and of MS1M training) ---
 
-RECORDIO_MAGIC = 0xCED7230A
-
-
-def write_recordio(path, records):
-    """A RecordIO writer written from the format's description (dmlc-core): records whose data
-    holds the magic number at a 4-byte-aligned offset are split there into flagged chunks."""
-    idx = []
-    with open(path.with_suffix(".rec"), "wb") as f:
-        for key, data in records:
-            idx.append((key, f.tell()))
-            magic = struct.pack("<I", RECORDIO_MAGIC)
-            cuts = [i for i in range(0, len(data) - 3, 4) if data[i:i + 4] == magic]
-            parts, start = [], 0
-            for c in cuts:
-                parts.append(data[start:c])
-                start = c + 4
-            parts.append(data[start:])
-            for j, part in enumerate(parts):
-                flag = 0 if len(parts) == 1 else (1 if j == 0 else (3 if j == len(parts) - 1 else 2))
-                f.write(struct.pack("<II", RECORDIO_MAGIC, (flag << 29) | len(part)))
-                f.write(part + b"\0" * ((4 - len(part) % 4) % 4))
-    path.with_suffix(".idx").write_text("".join(f"{k}\t{o}\n" for k, o in idx))
+from idpulse.data.synthetic import RECORDIO_MAGIC, write_recordio  # noqa: E402,F401
 
 
 def pack(label, payload=b"", id_=0):

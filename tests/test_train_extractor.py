@@ -15,8 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from idpulse.align import crop_template
 from idpulse.data import CELEBA_ATTRIBUTES
+from idpulse.data.synthetic import celeba_utkface, ms1m_pack
 from idpulse.extractor import load_extractor
 from idpulse.extractor.losses import best_angle_threshold
 from idpulse.generator.stylegan import Generator
@@ -25,34 +25,7 @@ from idpulse.generator.weights import save_generator
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def fake_data(root: Path, n_ids: int = 6, per_id: int = 3) -> Path:
-    """CelebA's file layout and UTKFace's naming, with noise images and template landmarks."""
-    rng = np.random.default_rng(0)
-    cel = root / "celeba"
-    (cel / "images").mkdir(parents=True)
-    lm = crop_template(96)
-    ids, parts, attrs, lms = [], [], [], ["image,source_face_px," + ",".join(
-        f"{p}_{c}" for p in ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right") for c in "xy") + ",source"]
-    for i in range(n_ids * per_id):
-        name = f"{i + 1:06d}.jpg"
-        base = rng.integers(0, 255, (1, 1, 3))  # identity colour + noise
-        img = np.clip(base * (i // per_id == 0) + rng.integers(0, 255, (96, 96, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(img).save(cel / "images" / name)
-        ids.append(f"{name} {100 + i // per_id}")
-        parts.append(f"{name} 0")
-        attrs.append(name + " " + " ".join(str(rng.choice([-1, 1])) for _ in CELEBA_ATTRIBUTES))
-        lms.append(f"{name},50.0," + ",".join(f"{v:.2f}" for v in lm.flatten()) + ",test")
-    (cel / "identity_CelebA.txt").write_text("\n".join(ids) + "\n")
-    (cel / "list_eval_partition.txt").write_text("\n".join(parts) + "\n")
-    header = f"{len(attrs)}\n{' '.join(CELEBA_ATTRIBUTES)}\n"
-    (cel / "list_attr_celeba.txt").write_text(header + "\n".join(attrs) + "\n")
-    (cel / "landmarks.csv").write_text("\n".join(lms) + "\n")
-    utk = root / "utkface" / "images"
-    utk.mkdir(parents=True)
-    for i in range(20):
-        Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)).save(
-            utk / f"{20 + i}_{i % 2}_{i % 5}_2017010{i:02d}.jpg.chip.jpg")
-    return root
+fake_data = celeba_utkface  # CelebA's file layout and UTKFace's naming, noise images, template landmarks
 
 
 def tiny_generator(path: Path) -> Path:
@@ -140,24 +113,7 @@ def test_killed_run_resumes_to_the_same_weights(setup):
     assert a["config"]["theta_thr"] == b["config"]["theta_thr"]
 
 
-def fake_pack(root: Path, n_ids: int = 4, per_id: int = 3) -> Path:
-    """An insightface-style pack (train.rec/idx + property), written per the RecordIO format."""
-    import io
-
-    from conftest import pack, write_recordio
-
-    rng = np.random.default_rng(1)
-    root.mkdir(parents=True)
-    n = n_ids * per_id
-    records = [(0, pack([n + 1, n + 1 + n_ids]))]  # images are records 1..n, then one range per identity
-    for i in range(n):
-        buf = io.BytesIO()
-        Image.fromarray(rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)).save(buf, "JPEG")
-        records.append((i + 1, pack(float(i // per_id), buf.getvalue())))
-    records += [(n + 1 + k, pack([1 + k * per_id, 1 + (k + 1) * per_id])) for k in range(n_ids)]
-    write_recordio(root / "train", records)
-    (root / "property").write_text(f"{n_ids},112,112")
-    return root
+fake_pack = ms1m_pack  # an insightface-style pack (train.rec/idx + property), written per the RecordIO format
 
 
 def test_arcface_identities_from_a_recordio_pack(setup):

@@ -35,6 +35,10 @@ class JudgeConfig:
     kind: Literal["race", "attr"] = "race"
     out: str = "checkpoints/judges/race.pt"
     data_root: str = ""  # default $IDPULSE_SHARED/data
+    # the race judge's data: "utkface" (the shared crops) or "fairface" (race_root: its folder with
+    # landmarks.csv): a tables config judging FairFace needs a judge of FairFace's 7 classes
+    race_data: Literal["utkface", "fairface"] = "utkface"
+    race_root: str = ""
     device: str = "cpu"
     size: int = at_least(8, 48)  # the bundled judges' input side
     epochs: int = at_least(1, 8)
@@ -100,14 +104,15 @@ def held_out(name: str, percent: int = 10) -> bool:
 
 
 def _data(cfg: JudgeConfig):
-    from ..data import CELEBA_ATTRIBUTES, UTKFACE_RACES, CelebA, UTKFace
+    from ..data import CELEBA_ATTRIBUTES, CelebA, race_dataset
 
     root = Path(cfg.data_root) if cfg.data_root else None
     if cfg.kind == "race":
         # framed at 96 px (the crops' own size), so the judge's box is cut from full-resolution pixels
-        train = UTKFace(root / "utkface" if root else None, size=96, split="train", frame=True)
-        test = UTKFace(root / "utkface" if root else None, size=96, split="test", frame=True)
-        return train, test, UTKFACE_RACES, (lambda ds: torch.tensor(ds.labels["race"]))
+        race_root = cfg.race_root or (root / "utkface" if root and cfg.race_data == "utkface" else None)
+        train, names = race_dataset(cfg.race_data, race_root, split="train", size=96, frame=True)
+        test, _ = race_dataset(cfg.race_data, race_root, split="test", size=96, frame=True)
+        return train, test, names, (lambda ds: torch.tensor(ds.labels["race"]))
     ds = CelebA(root / "celeba" if root else None, split="all", size=cfg.size, require_attributes=True)
     test_idx = [i for i, f in enumerate(ds.files) if held_out(f.name)]
     train_idx = [i for i, f in enumerate(ds.files) if not held_out(f.name)]
@@ -145,7 +150,10 @@ def train_judge(cfg: JudgeConfig, *, progress: bool = True) -> dict:
         raise UserError(f"no {cfg.kind} training or test images found")
     xtr, ytr = train.load_uint8(progress), labels_of(train)
     xte, yte = test.load_uint8(progress), labels_of(test)
-    box = tight_crop_box(train.landmarks, 96) if cfg.kind == "race" else (0.0, 0.0, 1.0, 1.0)
+    # UTKFace's tight crops leave most of the frame empty: the race judge looks at the box they fill
+    # (FairFace's loose crops fill the frame)
+    box = tight_crop_box(train.landmarks, 96) if cfg.kind == "race" and cfg.race_data == "utkface" \
+        else (0.0, 0.0, 1.0, 1.0)
     judge = Judge(cfg.kind, names, cfg.size, box).to(device)
     opt = torch.optim.AdamW(judge.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * max(1, len(xtr) // cfg.batch)
