@@ -228,7 +228,7 @@ def get_backbone(name: str, *, width: float = 1.0, num_features: int = 512, drop
 
 
 def describe_backbone(name: str) -> str:
-    """"insightface iresnet50", "TreB1eN ir_se50", ...: whose layout a backbone name is."""
+    """Whose layout a backbone name is: "insightface iresnet50", "TreB1eN ir_se50", ..."""
     return f"{'TreB1eN' if name in BGR_BACKBONES else 'insightface'} {name}"
 
 
@@ -236,7 +236,9 @@ def _indices(state: dict, pattern: str) -> list[int]:
     return sorted({int(m.group(1)) for k in state if (m := re.match(pattern, k))})
 
 
-def _width(c0: int, base: int) -> float:
+def _width(state: dict, keys: tuple[str, ...], base: int) -> float:
+    """Width multiplier from the first of `keys` present (the stem's channels), else 1."""
+    c0 = next((int(state[k].shape[0]) for k in keys if k in state), base)
     return 1.0 if c0 == base else c0 / base
 
 
@@ -244,40 +246,43 @@ def infer_backbone(state: dict, what: str = "weights") -> tuple[str, float]:
     """(name, width) of the backbone a bare state dict was saved from, by its key names and shapes:
     arcface_torch IResNet by the blocks per `layerN`, TreB1eN IR/IR-SE by the units per stage of
     `body.N` (a stage starts where the channel count changes) and SE keys, MobileFaceNet by the
-    blocks of its Residual stages. The strict load that follows checks every other key."""
-    def shape(k):
-        return tuple(state[k].shape)
-
-    if "conv1.weight" in state and "fc.weight" in state and "layer1.0.bn1.weight" in state:
+    blocks of its Residual stages. Each clue has fallbacks, so that a file missing one weight still
+    gets a name, and the strict load that follows names the missing key."""
+    keys = list(state)
+    if any(re.match(r"layer1\.0\.", k) for k in keys) and not any(k.startswith("body.") for k in keys):
         layers = [len(_indices(state, rf"layer{i}\.(\d+)\.")) for i in range(1, 5)]
         for name, want in IRESNET_LAYERS.items():
             if layers == want:
-                return name, _width(shape("conv1.weight")[0], 64)
+                return name, _width(state, ("conv1.weight", "bn1.weight", "prelu.weight", "layer1.0.bn1.weight"), 64)
         raise CheckpointError(f"{what}: an insightface IResNet with {layers} blocks per stage, which is none of "
                               f"{', '.join(f'{n} {v}' for n, v in IRESNET_LAYERS.items())}")
-    if "input_layer.0.weight" in state and "output_layer.3.weight" in state:
-        units = _indices(state, r"body\.(\d+)\.res_layer\.1\.weight")
-        if not units or units != list(range(len(units))):
-            raise CheckpointError(f"{what}: TreB1eN-style keys but the body units are not numbered 0..N-1")
-        chans = [shape(f"body.{i}.res_layer.1.weight")[0] for i in units]  # output channels per unit
+    if any(re.match(r"body\.\d+\.res_layer\.", k) for k in keys):
+        units = _indices(state, r"body\.(\d+)\.")
+        chans = []  # output channels per unit, from any of its residual branch's weights
+        for i in units:
+            c = next((int(state[k].shape[0]) for j in (1, 2, 3, 4) if (k := f"body.{i}.res_layer.{j}.weight") in state),
+                     None)
+            if c is None:
+                raise CheckpointError(f"{what}: TreB1eN-style unit body.{i} has no res_layer weights")
+            chans.append(c)
         stages = [sum(1 for _ in g) for _, g in itertools.groupby(chans)]
-        se = any(".res_layer.5.fc1." in k for k in state)
+        se = any(".res_layer.5.fc1." in k for k in keys)
         for n, want in IRSE_UNITS.items():
-            if stages == want:
-                return f"{'ir_se' if se else 'ir'}{n}", _width(shape("input_layer.0.weight")[0], 64)
+            if stages == want and units == list(range(len(units))):
+                return f"{'ir_se' if se else 'ir'}{n}", _width(state, ("input_layer.0.weight", "input_layer.1.weight",
+                                                                       "input_layer.2.weight"), 64)
         raise CheckpointError(f"{what}: a TreB1eN IR{'-SE' if se else ''} backbone with {stages} units per stage, "
                               f"which is none of {', '.join(f'{n} {v}' for n, v in IRSE_UNITS.items())}")
-    if "conv_sep.layers.0.weight" in state and "features.layers.2.weight" in state:
+    if any(k.startswith("conv_sep.") for k in keys) and any(re.match(r"layers\.\d+\.layers\.", k) for k in keys):
         def count(i):  # DepthWise blocks in a Residual at layers.i, or 1 for the ConvBN stem of mbf
-            n = len(_indices(state, rf"layers\.{i}\.layers\.(\d+)\.layers\.0\.layers\.0\.weight"))
-            return n or 1
+            return len(_indices(state, rf"layers\.{i}\.layers\.(\d+)\.layers\.\d+\.layers\.")) or 1
         blocks = (count(1), count(3), count(5), count(7))
-        c1 = shape("layers.0.layers.0.weight")[0]
         for name, (want, scale) in MBF_SHAPES.items():
             if blocks == want:
-                return name, _width(c1, 64 * scale)
+                return name, _width(state, ("layers.0.layers.0.weight", "layers.0.layers.1.weight",
+                                            "layers.0.layers.2.weight"), 64 * scale)
         raise CheckpointError(f"{what}: an insightface MobileFaceNet with blocks {blocks}, which is none of "
                               f"{', '.join(f'{n} {b}' for n, (b, _) in MBF_SHAPES.items())}")
-    keys = sorted(state)[:3]
+    first = sorted(keys)[:3]
     raise CheckpointError(f"{what} is no known face-recognition backbone (insightface arcface_torch IResNet or "
-                          f"MobileFaceNet, TreB1eN IR/IR-SE): its first keys are {', '.join(keys) or 'none'}")
+                          f"MobileFaceNet, TreB1eN IR/IR-SE): its first keys are {', '.join(first) or 'none'}")
