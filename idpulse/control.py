@@ -20,13 +20,17 @@ import torch
 
 from .errors import UserError
 from .extractor import FaceExtractor, angle_deg, similarity_loss
+from .extractor.backbones import BackboneName
 from .pulse import LossTerm, PulseResult, pulse_search, thumbnail_keys
 
 
 @dataclass
 class ControlConfig:
-    extractor: str = "checkpoints/extractor_f.pt"  # ours, or insightface's backbone.pth (no heads)
-    backbone: str = "iresnet100"  # the architecture of a bare backbone.pth given as extractor
+    extractor: str = "checkpoints/extractor_f.pt"  # ours, or a bare backbone.pth (insightface's, TreB1eN's; no heads)
+    # a bare backbone file's architecture: auto infers it from the keys; a name must match the file
+    # (our checkpoints record their own, and these two keys are not used for them)
+    backbone: Literal["auto", BackboneName] = "auto"
+    input_order: Literal["auto", "rgb", "bgr"] = "auto"  # auto: BGR for TreB1eN's layouts, else RGB
     align: Literal["auto", "fixed", "detected"] = "auto"  # auto: fixed for idpulse generators, detected for PULSE's
     sim_weight: float = 5.0
     race_weight: float = 5.0

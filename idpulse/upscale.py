@@ -183,8 +183,9 @@ def _unique_names(thumbs: list[Thumbnail], taken: set[str]) -> None:
         taken.add(th.name)
 
 
-def build_controls(cfg: UpscaleConfig, G: Generator, detector=None) -> tuple[Controls | None, list]:
-    """The requested controls (all together) and each alone with its grid label; (None, []) if none."""
+def build_controls(cfg: UpscaleConfig, G: Generator, detector=None, say=None) -> tuple[Controls | None, list]:
+    """The requested controls (all together) and each alone with its grid label; (None, []) if none.
+    `say` gets one line naming the extractor that was loaded and its input channel order."""
     req = cfg.request
     if not (req.race or req.attrs or req.targets):
         return None, []
@@ -196,7 +197,9 @@ def build_controls(cfg: UpscaleConfig, G: Generator, detector=None) -> tuple[Con
         raise UserError(f"no extractor checkpoint at {cfg.control.extractor}: give --extractor FILE "
                         "(scripts/train_extractor.py trains one)")
     device = G.device
-    f = load_any_extractor(path, cfg.control.backbone).to(device)
+    f = load_any_extractor(path, cfg.control.backbone, cfg.control.input_order).to(device)
+    if say is not None:
+        say(f"extractor: {f.describe()}")
     mode = cfg.control.align
     if mode == "auto":
         mode = "detected" if cfg.generator.synthesis else "fixed"
@@ -266,7 +269,7 @@ def run_upscale(cfg: UpscaleConfig, inputs: list[str], *, progress: bool = True)
             say(f"note: {f}: {th.info}")
         thumbs.append(th)
     _unique_names(thumbs, set())
-    controls, singles = build_controls(cfg, G, detector)
+    controls, singles = build_controls(cfg, G, detector, say)
     pkw = dataclasses.asdict(cfg.pulse)  # one objective and one set of settings for every column
     objective = objective_text(controls, **pkw)
     say(f"objective: {objective}; eps {cfg.pulse.eps:g}, {cfg.pulse.steps} steps, {cfg.pulse.num_seeds} starts "

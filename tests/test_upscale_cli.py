@@ -170,6 +170,7 @@ def test_controls_end_to_end(tmp_path, extractor_file, astronaut):
     # Eq. 8: PULSE's objective unchanged, the control terms added; said, and written down
     objective = "100*L_DS(L2) + 0.05*GEOCROSS + 5*L_sim + 5*L_race + 5*L_attr (Eq. 8)"
     assert f"objective: {objective}" in r.stderr
+    assert "extractor: idpulse extractor iresnet18 (from its checkpoint), RGB input" in r.stderr
     rec = json.loads((out / "a" / "result.json").read_text())
     assert rec["objective"] == objective
     res = rec["results"][0]
@@ -194,6 +195,15 @@ def test_bad_control_requests(tmp_path, extractor_file):
     assert r.returncode == 2 and "target photo" in one_line_error(r)[0] and "no face" in r.stderr
     r = run(t, *FAST, "--race", "Black", "--extractor", tmp_path / "none.pt", "--out", tmp_path / "o4")
     assert r.returncode == 2 and "no extractor checkpoint" in one_line_error(r)[0]
+    import torch
+
+    from idpulse.extractor import get_backbone
+
+    torch.save(get_backbone("mbf", width=0.125).state_dict(), tmp_path / "mbf.pth")  # a bare insightface file
+    r = run(t, *FAST, "--race", "Black", "--extractor", tmp_path / "mbf.pth", "--control.backbone=ir_se50",
+            "--out", tmp_path / "o5")
+    err = one_line_error(r)[0]
+    assert r.returncode == 2 and "does not fit backbone ir_se50" in err and "insightface mbf" in err
 
 
 def test_impossible_eps_is_an_honest_rejection(tmp_path, extractor_file):

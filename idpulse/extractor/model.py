@@ -1,44 +1,70 @@
 """The feature extractor f with its heads, as one module and one checkpoint format.
 
-`FaceExtractor` takes faces in [0, 1] that are already aligned to the ArcFace 112x112 template
-(see `idpulse.align.FixedAlign`/`DetectedAlign` for generated faces), normalises them to
-[-1, 1] as insightface does, and returns 512-D features; `race_logits`/`attr_logits` apply the
-heads. `theta_thr` is Eq. 4's threshold, re-estimated after training (calc-best-angle-threshold).
+`FaceExtractor` takes RGB faces in [0, 1] that are already aligned to the ArcFace 112x112 template
+(see `idpulse.align.FixedAlign`/`DetectedAlign` for generated faces), puts the channels in the
+order its backbone was trained on (`input_order`: "rgb" for ours and insightface's arcface_torch,
+"bgr" for TreB1eN's), normalises them to [-1, 1] as both do ((x/255 - 0.5)/0.5 on 8-bit pixels),
+and returns 512-D features; `race_logits`/`attr_logits` apply the heads. `theta_thr` is Eq. 4's
+threshold, re-estimated after training (calc-best-angle-threshold).
+
+`load_any_extractor` reads our checkpoint format or a bare backbone state dict (insightface's
+`backbone.pth`, TreB1eN's `model_ir_se50.pth`), whose architecture it infers from the keys.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, UserError
 from ..generator.weights import atomic_save, load_state_dict_strict, torch_load
-from .backbones import get_backbone
+from .backbones import ALIASES, BACKBONES, BGR_BACKBONES, describe_backbone, get_backbone, infer_backbone
 from .losses import AttributeHead, RaceHead, angle_deg
 
 FORMAT = "idpulse.extractor/v1"
+InputOrder = Literal["rgb", "bgr"]
 
 
 class FaceExtractor(nn.Module):
+    """`input_order` is the channel order the backbone was trained on: the input is always RGB and
+    is flipped to BGR in `forward` when it says "bgr". Checkpoints saved before it existed hold RGB
+    models (ours), so it defaults to "rgb"."""
+
     def __init__(self, *, backbone: str = "iresnet18", width: float = 1.0, race_classes: list[str] | None = None,
-                 attribute_names: list[str] | None = None, theta_thr: float = 65.0, temperature: float = 10.0):
+                 attribute_names: list[str] | None = None, theta_thr: float = 65.0, temperature: float = 10.0,
+                 input_order: InputOrder = "rgb"):
         super().__init__()
+        if input_order not in ("rgb", "bgr"):
+            raise ValueError(f"input_order must be 'rgb' or 'bgr', got {input_order!r}")
         self.config = dict(backbone=backbone, width=width, race_classes=list(race_classes or []),
-                           attribute_names=list(attribute_names or []), theta_thr=theta_thr, temperature=temperature)
+                           attribute_names=list(attribute_names or []), theta_thr=theta_thr, temperature=temperature,
+                           input_order=input_order)
         self.backbone = get_backbone(backbone, width=width)
         self.race_head = RaceHead(race_classes) if race_classes else None
         self.attr_head = AttributeHead(attribute_names) if attribute_names else None
+        self.source = f"idpulse {backbone}"  # where the weights came from, for the one-line report (describe)
 
     @property
     def theta_thr(self) -> float:
         return self.config["theta_thr"]
 
+    @property
+    def input_order(self) -> str:
+        return self.config["input_order"]
+
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
-        """faces (B, 3, 112, 112) in [0, 1], aligned -> features (B, 512)."""
+        """faces (B, 3, 112, 112), RGB in [0, 1], aligned -> features (B, 512)."""
+        if self.config["input_order"] == "bgr":
+            faces = faces.flip(1)  # (B, 3, H, W): RGB -> BGR, as TreB1eN's cv2-decoded training data
         return self.backbone(faces * 2 - 1)
+
+    def describe(self) -> str:
+        """One line: whose weights, which architecture, which channel order."""
+        return f"{self.source}, {self.config['input_order'].upper()} input"
 
     def angle(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Angle in degrees between the features of two batches of aligned faces, (B,)."""
@@ -57,25 +83,72 @@ def load_extractor(path: str | os.PathLike) -> FaceExtractor:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an idpulse extractor ({FORMAT}); for insightface's backbone.pth "
                               "use load_insightface_backbone")
+    return _from_checkpoint(ckpt, path)
+
+
+def _from_checkpoint(ckpt: dict, path) -> FaceExtractor:
     with torch.random.fork_rng(devices=[]):  # loading must not move the global RNG
-        f = FaceExtractor(**ckpt["config"])
+        f = FaceExtractor(**ckpt["config"])  # a config without input_order: an RGB model saved before it existed
     load_state_dict_strict(f, ckpt["state_dict"], f"extractor {path}")
+    f.source = f"idpulse extractor {f.config['backbone']} (from its checkpoint)"
     return f.eval().requires_grad_(False)
 
 
-def load_insightface_backbone(path: str | os.PathLike, name: str = "iresnet100") -> FaceExtractor:
-    """insightface's arcface_torch `backbone.pth` (or TreB1eN's `model_ir_se50.pth` with
-    name="ir_se50") as a FaceExtractor without heads."""
-    with torch.random.fork_rng(devices=[]):
-        f = FaceExtractor(backbone=name)
-    load_state_dict_strict(f.backbone, torch_load(Path(path), f"{name} weights"), f"{name} weights {path}")
+def _bare_state(state, what: str) -> dict:
+    """A bare state dict of tensors, without DataParallel's `module.` prefix."""
+    if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{what} is not a state dict of tensors (nor an idpulse extractor, {FORMAT})")
+    if all(isinstance(k, str) and k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}  # saved from nn.DataParallel
+    return state
+
+
+def load_insightface_backbone(path: str | os.PathLike, name: str = "auto",
+                              input_order: Literal["auto", "rgb", "bgr"] = "auto") -> FaceExtractor:
+    """A bare backbone state dict (insightface arcface_torch's `backbone.pth` for iresnet18-200 or
+    mbf, TreB1eN's `model_ir_se50.pth`) as a FaceExtractor without heads, in eval mode.
+
+    `name="auto"` infers the architecture from the keys (`infer_backbone`); an explicit name that
+    the file does not fit is a one-line error naming both. `input_order="auto"` is "bgr" for
+    TreB1eN's layouts (trained on BGR) and "rgb" for insightface's. State dicts without batch norm's
+    `num_batches_tracked` (PyTorch < 0.4.1) and with a `module.` prefix load; any other missing or
+    unexpected key is an error.
+    """
+    return _from_bare_state(torch_load(Path(path), "backbone weights"), f"backbone weights {path}", name, input_order)
+
+
+def _from_bare_state(state, what: str, name: str, input_order: str) -> FaceExtractor:
+    state = _bare_state(state, what)
+    if name != "auto":
+        want = ALIASES.get(name, name)
+        if want not in BACKBONES:
+            raise UserError(f"unknown backbone {name!r} (control.backbone: auto or one of {', '.join(BACKBONES)})")
+        try:
+            found, width = infer_backbone(state, what)
+        except CheckpointError:  # not recognisable: the strict load against `want` names what is off
+            found, width = want, 1.0
+        if found != want:
+            raise CheckpointError(f"{what} does not fit backbone {want}: its keys are those of "
+                                  f"{describe_backbone(found)} (set control.backbone to auto or {found})")
+        how = "as given"
+    else:
+        found, width = infer_backbone(state, what)
+        how = "inferred from the file's keys"
+    order = input_order if input_order != "auto" else ("bgr" if found in BGR_BACKBONES else "rgb")
+    with torch.random.fork_rng(devices=[]):  # loading must not move the global RNG
+        f = FaceExtractor(backbone=found, width=width, input_order=order)
+    load_state_dict_strict(f.backbone, state, what, allow_missing_bn_counts=True)
+    f.source = (f"{describe_backbone(found)}{f' width {width:g}' if width != 1 else ''} ({how})"
+                f"{', input order set explicitly' if input_order != 'auto' else ''}")
     return f.eval().requires_grad_(False)
 
 
-def load_any_extractor(path: str | os.PathLike, backbone: str = "iresnet100") -> FaceExtractor:
-    """Our extractor format, or else a bare backbone state dict (insightface's `backbone.pth`,
-    TreB1eN's `model_ir_se50.pth` with backbone="ir_se50"), which gives f without heads."""
+def load_any_extractor(path: str | os.PathLike, backbone: str = "auto",
+                       input_order: Literal["auto", "rgb", "bgr"] = "auto") -> FaceExtractor:
+    """Our extractor format (which records its architecture and channel order: `backbone` and
+    `input_order` are then not used), or else a bare backbone state dict, which gives f without heads
+    (`load_insightface_backbone`)."""
     ckpt = torch_load(path, "extractor checkpoint")
     if isinstance(ckpt, dict) and ckpt.get("format") == FORMAT:
-        return load_extractor(path)
-    return load_insightface_backbone(path, backbone)
+        return _from_checkpoint(ckpt, path)
+    return _from_bare_state(ckpt, f"backbone weights {path}", backbone, input_order)

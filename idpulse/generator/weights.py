@@ -35,11 +35,20 @@ def torch_load(path: str | os.PathLike, what: str = "checkpoint"):
                               "PyTorch weight file that loads with weights_only=True; check the path") from None
 
 
-def load_state_dict_strict(module: torch.nn.Module, state: dict, what: str) -> None:
-    """Loads `state` into `module`, naming missing, unexpected and mis-shaped keys on failure."""
+def load_state_dict_strict(module: torch.nn.Module, state: dict, what: str, *,
+                           allow_missing_bn_counts: bool = False) -> None:
+    """Loads `state` into `module`, naming missing, unexpected and mis-shaped keys on failure.
+
+    With `allow_missing_bn_counts`, batch norm's `num_batches_tracked` counters (absent from state
+    dicts saved before PyTorch 0.4.1, e.g. TreB1eN's) may be missing: they keep the module's own
+    value (they only matter when training with momentum=None). Any other missing key is an error.
+    """
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{what} is not a state dict of tensors")
     own = module.state_dict()
+    if allow_missing_bn_counts:
+        counts = [k for k in own if k.endswith(".num_batches_tracked") and k not in state]
+        state = {**state, **{k: own[k] for k in counts}}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
