@@ -7,6 +7,11 @@ crops (the bundled one) produces faces in this frame. Pixel centres are at integ
 
 The warp is `grid_sample`, differentiable in the pixels, so later issues can align generated
 faces inside an optimisation; the landmark detector only ever sees a detached copy.
+
+Inside a PULSE search (`DetectedAlign`) detection runs on the images' own device, the whole batch
+at once, on a copy box-filtered down to `detect_size` px, and only every `detect_every`-th call
+(the faces move slowly during a search); the similarity transforms are solved for the whole batch
+in torch (float64). `build_align` is the one place that picks fixed or detected alignment.
 """
 
 from __future__ import annotations
@@ -47,6 +52,28 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return M
 
 
+def similarity_transform_batch(src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    """`similarity_transform` for a batch, in torch on src's device: src (B, K, 2), dst (K, 2) or
+    (B, K, 2) -> M (B, 2, 3) float64, with `dst ~ M @ [src, 1]`.
+
+    Umeyama's solution in 2-D needs no SVD: a rotation times a scale is `[[a, -b], [b, a]]`, and
+    the least-squares (a, b) over centred points is `a = sum(s . d) / sum|s|^2`,
+    `b = sum(s x d) / sum|s|^2` (the complex ratio sum(conj(s) d) / sum|s|^2), which is Umeyama's
+    `scale * R` with its reflection guard built in (the minimiser over the same set of matrices).
+    Rows with NaN landmarks give NaN transforms (the caller replaces them).
+    """
+    src = src.to(torch.float64)
+    dst = dst.to(device=src.device, dtype=torch.float64).expand_as(src)
+    mu_s, mu_d = src.mean(1, keepdim=True), dst.mean(1, keepdim=True)  # (B, 1, 2)
+    s0, d0 = src - mu_s, dst - mu_d  # (B, K, 2)
+    norm = s0.pow(2).sum((1, 2))  # (B,)
+    a = (s0 * d0).sum((1, 2)) / norm
+    b = (s0[..., 0] * d0[..., 1] - s0[..., 1] * d0[..., 0]).sum(1) / norm
+    sr = torch.stack([torch.stack([a, -b], -1), torch.stack([b, a], -1)], 1)  # (B, 2, 2) scale * R
+    t = mu_d[:, 0] - (sr @ mu_s[:, 0, :, None])[..., 0]  # (B, 2)
+    return torch.cat([sr, t[..., None]], dim=2)
+
+
 def warp_affine(img: torch.Tensor, M: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear warp: output pixel q takes the input at `M^-1 q` (M maps input px -> output px).
 
@@ -64,31 +91,70 @@ def warp_affine(img: torch.Tensor, M: torch.Tensor, size: int) -> torch.Tensor:
                          align_corners=False)
 
 
+def _largest_confident(boxes, probs, points, min_prob: float) -> np.ndarray | None:
+    """One image's MTCNN output -> the 5 points (5, 2) of its largest face with probability at
+    least `min_prob`, or None."""
+    if boxes is None:
+        return None
+    ok = [i for i, p in enumerate(probs) if p is not None and p >= min_prob]
+    if not ok:
+        return None
+    areas = [(boxes[i][2] - boxes[i][0]) * (boxes[i][3] - boxes[i][1]) for i in ok]
+    return np.asarray(points[ok[int(np.argmax(areas))]], dtype=np.float64)
+
+
 class FaceDetector:
-    """MTCNN (facenet-pytorch, its weights inside the package), created on first use."""
+    """MTCNN (facenet-pytorch, its weights inside the package), created on first use: `landmarks`
+    for one PIL image on `device`, `landmarks_batch` for a batch of tensors on their own device."""
 
     def __init__(self, device: str | torch.device = "cpu", min_prob: float = 0.9):
         self.device = device
         self.min_prob = min_prob
         self._mtcnn = None
+        self.calls = 0  # batched detections run (tests and benchmarks count them)
 
-    def landmarks(self, im: Image.Image) -> np.ndarray | None:
-        """The largest face's 5 points (left eye, right eye, nose, mouth left, mouth right), or None."""
-        if self._mtcnn is None:
+    def _net(self, device: str | torch.device):
+        device = torch.device(device)
+        if self._mtcnn is None or self._mtcnn.device != device:
             try:
                 from facenet_pytorch import MTCNN
             except ImportError as e:
                 raise UserError(f"face detection needs facenet-pytorch ({e}): run `make install`") from None
-            self._mtcnn = MTCNN(keep_all=True, device=self.device)
+            self._mtcnn = MTCNN(keep_all=True, device=device)
+        return self._mtcnn
+
+    def landmarks(self, im: Image.Image) -> np.ndarray | None:
+        """The largest face's 5 points (left eye, right eye, nose, mouth left, mouth right), or None."""
         with torch.no_grad():
-            boxes, probs, points = self._mtcnn.detect(im, landmarks=True)
-        if boxes is None:
-            return None
-        ok = [i for i, p in enumerate(probs) if p is not None and p >= self.min_prob]
-        if not ok:
-            return None
-        areas = [(boxes[i][2] - boxes[i][0]) * (boxes[i][3] - boxes[i][1]) for i in ok]
-        return np.asarray(points[ok[int(np.argmax(areas))]], dtype=np.float64)
+            boxes, probs, points = self._net(self.device).detect(im, landmarks=True)
+        return _largest_confident(boxes, probs, points, self.min_prob)
+
+    @torch.no_grad()
+    def landmarks_batch(self, img: torch.Tensor, detect_size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """All images of a batch at once, on img's device: img (B, 3, R, R) in [0, 1] ->
+        (landmarks (B, 5, 2) float64 in img's pixel frame, NaN where no face; found (B,) bool).
+
+        With `detect_size` < R, MTCNN sees a copy box-filtered down to `detect_size` px (what it
+        does to its own pyramid levels) and the points are scaled back, pixel centres kept at
+        integer coordinates: `p_R = (p + 0.5) * R / detect_size - 0.5`.
+        """
+        b, _, h, w = img.shape
+        x = img.detach().float().clamp(0, 1) * 255
+        if detect_size is not None and max(h, w) > detect_size:
+            f = detect_size / max(h, w)
+            x = F.interpolate(x, size=(max(1, round(h * f)), max(1, round(w * f))), mode="area")
+        sy, sx = h / x.shape[2], w / x.shape[3]
+        x = x.round().permute(0, 2, 3, 1)  # (B, r, r, 3) 8-bit values, as MTCNN reads a photo
+        self.calls += 1
+        boxes, probs, points = self._net(img.device).detect(x, landmarks=True)
+        lm = torch.full((b, 5, 2), float("nan"), dtype=torch.float64)
+        for i in range(b):
+            p = _largest_confident(boxes[i], probs[i], points[i], self.min_prob)
+            if p is not None:
+                lm[i] = torch.from_numpy(p)
+        lm[..., 0] = (lm[..., 0] + 0.5) * sx - 0.5
+        lm[..., 1] = (lm[..., 1] + 0.5) * sy - 0.5
+        return lm.to(img.device), ~lm.isnan().any(dim=2).any(dim=1).to(img.device)
 
 
 def align_face(im: Image.Image, landmarks: np.ndarray, size: int, template: np.ndarray | None = None) -> torch.Tensor:
@@ -130,23 +196,63 @@ class FixedAlign(torch.nn.Module):
 class DetectedAlign(torch.nn.Module):
     """For generators whose faces are not in a known frame (PULSE's FFHQ 1024 px): MTCNN finds
     the 5 landmarks on a detached copy, then the same differentiable warp to the ArcFace template.
-    Images where no face is found fall back to `fallback` (a FixedAlign of the FFHQ-like frame)."""
+    Images where no face is found fall back to `fallback` (a FixedAlign of the FFHQ-like frame).
 
-    def __init__(self, src_size: int, out_size: int = 112, detector: FaceDetector | None = None):
+    Detection runs on the images' device for the whole batch at once, on a copy at most
+    `detect_size` px (None: full size), and only on every `detect_every`-th call: between
+    detections the last landmarks of each row are reused (a search's faces move slowly), while
+    the warp stays differentiable in the pixels at every call. The cache is dropped by `reset()`
+    (`Controls.terms()` calls it when a search begins) and whenever the batch's shape, dtype or
+    device changes. `found` (list of bool) and `last_landmarks` ((B, 5, 2) float64 in the input
+    frame, NaN where no face was found) describe the landmarks the last call used.
+    """
+
+    def __init__(self, src_size: int, out_size: int = 112, detector: FaceDetector | None = None, *,
+                 detect_every: int = 1, detect_size: int | None = None):
         super().__init__()
+        if detect_every < 1:
+            raise UserError(f"detect_every must be at least 1, got {detect_every}")
+        if detect_size is not None and detect_size < 24:
+            raise UserError(f"detect_size must be at least 24 px (MTCNN's smallest face is 20 px), got {detect_size}")
         self.detector = detector or FaceDetector(min_prob=0.5)
         self.fallback = FixedAlign(src_size, out_size)
         self.out_size = out_size
+        self.detect_every = detect_every
+        self.detect_size = detect_size
         self.found: list[bool] = []  # per image of the last call: was a face detected
+        self.last_landmarks: torch.Tensor | None = None  # (B, 5, 2) float64, NaN where none
+        self.reset()
+
+    def reset(self) -> None:
+        """Forgets the cached landmarks: the next call detects (a new search, or other rows)."""
+        self._M: torch.Tensor | None = None  # (B, 2, 3) float64, input px -> output px
+        self._key = None  # (shape, dtype, device) of the batch the cache belongs to
+        self._since = 0  # calls since the last detection
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        from .imageio import tensor_to_pil
+        key = (tuple(img.shape), img.dtype, img.device)
+        if self._M is None or key != self._key or self._since >= self.detect_every:
+            lm, found = self.detector.landmarks_batch(img, self.detect_size)  # (B, 5, 2), (B,)
+            dst = torch.as_tensor(ARCFACE_112 * (self.out_size / 112.0))
+            M = similarity_transform_batch(lm, dst)  # (B, 2, 3) float64, NaN where not found
+            fixed = self.fallback.M.to(M)  # (1, 2, 3)
+            self._M = torch.where(found[:, None, None], M, fixed)
+            self._key, self._since = key, 0
+            self.last_landmarks, self.found = lm, found.tolist()
+        self._since += 1
+        return warp_affine(img, self._M.to(img.dtype), self.out_size)
 
-        dst = ARCFACE_112 * (self.out_size / 112.0)
-        Ms, self.found = [], []
-        for x in img.detach():
-            lm = self.detector.landmarks(tensor_to_pil(x))
-            self.found.append(lm is not None)
-            Ms.append(torch.as_tensor(similarity_transform(lm, dst), dtype=img.dtype) if lm is not None
-                      else self.fallback.M[0].to(img.dtype))
-        return warp_affine(img, torch.stack(Ms).to(img.device), self.out_size)
+
+def build_align(mode: str, resolution: int, *, pulse_files: bool, detect_every: int = 1,
+                detect_size: int | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """The alignment of a generator's faces into the extractor's 112 px frame, on `device`:
+    mode `fixed` (faces already in the training crops' frame: idpulse generators), `detected`
+    (MTCNN per image, `DetectedAlign`), or `auto`: detected for PULSE's FFHQ files (`pulse_files`),
+    else fixed."""
+    if mode not in ("auto", "fixed", "detected"):
+        raise UserError(f"unknown control.align {mode!r} (use auto, fixed or detected)")
+    if mode == "auto":
+        mode = "detected" if pulse_files else "fixed"
+    if mode == "fixed":
+        return FixedAlign(resolution).to(device)
+    return DetectedAlign(resolution, detect_every=detect_every, detect_size=detect_size).to(device)

@@ -18,6 +18,7 @@ from typing import ClassVar, Literal
 
 import torch
 
+from .config import at_least
 from .errors import UserError
 from .extractor import FaceExtractor, angle_deg, similarity_loss
 from .extractor.backbones import BackboneName
@@ -32,6 +33,10 @@ class ControlConfig:
     backbone: Literal["auto", BackboneName] = "auto"
     input_order: Literal["auto", "rgb", "bgr"] = "auto"  # auto: BGR for TreB1eN's layouts, else RGB
     align: Literal["auto", "fixed", "detected"] = "auto"  # auto: fixed for idpulse generators, detected for PULSE's
+    # detected alignment: landmarks found every detect_every-th search step (1: every step; the
+    # warp itself is applied at every step), on a copy box-filtered to at most detect_size px
+    detect_every: int = at_least(1, 10)
+    detect_size: int = at_least(24, 256)
     sim_weight: float = 5.0
     race_weight: float = 5.0
     attr_weight: float = 5.0
@@ -145,7 +150,17 @@ class Controls:
         return torch.cat([self.f.attr_head.requested_loss(feats[i * per:(i + 1) * per], req) if req
                           else feats.new_zeros(per) for i, req in enumerate(self.attrs)])
 
+    def _reset_align(self) -> None:
+        """Drops an alignment's cached landmarks (DetectedAlign with detect_every > 1): they belong
+        to the rows of the previous search or call."""
+        reset = getattr(self.align, "reset", None)
+        if callable(reset):
+            reset()
+
     def terms(self) -> list[LossTerm]:
+        """The control terms of ONE search (call it once per search: a new search starts from
+        fresh landmarks)."""
+        self._reset_align()
         cache: dict = {}
 
         def feats(img):  # one forward of f per step, shared by the terms
@@ -176,7 +191,9 @@ class Controls:
     def describe(self, images: torch.Tensor) -> list[dict]:
         """Per image (B, 3, R, R): predicted race and attribute probabilities, angle to each target."""
         p = next(self.f.parameters())
+        self._reset_align()  # these images are not the search's last step: detect on them
         feats = self.f(self.align(images.to(p.device, p.dtype)))
+        self._reset_align()
         out = [{} for _ in range(len(images))]
         if self.f.race_head is not None:
             p = self.f.race_head(feats).softmax(1)

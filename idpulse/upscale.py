@@ -189,7 +189,7 @@ def build_controls(cfg: UpscaleConfig, G: Generator, detector=None, say=None) ->
     req = cfg.request
     if not (req.race or req.attrs or req.targets):
         return None, []
-    from .align import ARCFACE_112, DetectedAlign, FaceDetector, FixedAlign, align_face
+    from .align import ARCFACE_112, FaceDetector, align_face, build_align
     from .extractor import load_any_extractor
 
     path = _resolve(cfg.control.extractor)
@@ -200,11 +200,8 @@ def build_controls(cfg: UpscaleConfig, G: Generator, detector=None, say=None) ->
     f = load_any_extractor(path, cfg.control.backbone, cfg.control.input_order).to(device)
     if say is not None:
         say(f"extractor: {f.describe()}")
-    mode = cfg.control.align
-    if mode == "auto":
-        mode = "detected" if cfg.generator.synthesis else "fixed"
-    align = FixedAlign(G.resolution) if mode == "fixed" else DetectedAlign(G.resolution)
-    align = align.to(device)
+    align = build_align(cfg.control.align, G.resolution, pulse_files=bool(cfg.generator.synthesis),
+                        detect_every=cfg.control.detect_every, detect_size=cfg.control.detect_size, device=device)
     targets = None
     if req.targets:
         detector = detector or FaceDetector(min_prob=cfg.input.min_face_prob)

@@ -178,7 +178,10 @@ def cache_settings(cfg: TablesConfig) -> dict:
         gen = {"synthesis": sha256(_resolve(g.synthesis)), "mapping": sha256(_resolve(g.mapping)) if g.mapping else ""}
     else:
         gen = {"checkpoint": sha256(_resolve(g.checkpoint))}
-    control = {k: v for k, v in to_dict(cfg.control).items() if k not in ("extractor", "backbone", "input_order")}
+    # the tables always align with FixedAlign: control.detect_* change no result (and a cache made
+    # before those keys existed stays valid); which file gives f is in its hash below
+    control = {k: v for k, v in to_dict(cfg.control).items()
+               if k not in ("extractor", "backbone", "input_order", "detect_every", "detect_size")}
     return {"pulse": to_dict(cfg.pulse), "control": control, "thumbnail_size": cfg.thumbnail_size, "generator": gen,
             **{k: sha256(_resolve(getattr(cfg, k))) for k in ("f_arc", "f", "race_judge", "attr_judge")}}
 

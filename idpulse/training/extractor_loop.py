@@ -25,14 +25,14 @@ import torch
 from torch import nn
 
 from .. import distributed as dist_utils
-from ..align import ARCFACE_112, FixedAlign, similarity_transform, warp_affine
+from ..align import ARCFACE_112, FixedAlign, build_align, similarity_transform, warp_affine
 from ..config import at_least, check_resume, to_dict, write_run_info
 from ..errors import UserError
 from ..extractor import ArcFaceHead, FaceExtractor, angle_deg, save_extractor, similarity_loss
 from ..extractor.losses import best_angle_threshold
 from ..generator.build import GeneratorConfig, build_generator
 from ..generator.weights import atomic_save, torch_load
-from .lookalike import LookalikeConfig, build_lookalikes, lookalike_align, pick_pairs, read_manifest
+from .lookalike import LookalikeConfig, build_lookalikes, pick_pairs, read_manifest
 
 
 @dataclass
@@ -226,8 +226,9 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
     G, gen_align = None, None  # the lookalikes' generator, loaded first: a wrong file fails before the data loads
     if cfg.use_siam:
         G = build_generator(cfg.generator, device)  # frozen, eval mode
-        gen_align = lookalike_align(cfg.lookalike.align, G.resolution, pulse_files=bool(cfg.generator.synthesis))
-        gen_align = gen_align.to(device)
+        la = cfg.lookalike
+        gen_align = build_align(la.align, G.resolution, pulse_files=bool(cfg.generator.synthesis),
+                                detect_every=la.detect_every, detect_size=la.detect_size, device=device)
         if G.resolution % cfg.lookalike.thumbnail_size:
             raise UserError(f"lookalike.thumbnail_size {cfg.lookalike.thumbnail_size} does not divide the "
                             f"generator's {G.resolution} px")

@@ -40,15 +40,8 @@ class LookalikeConfig:
     # lookalikes L_siam reads (their landmarks go into the manifest): fixed for generators in the
     # training crops' frame, detected (MTCNN) for PULSE's FFHQ files; auto picks by the generator
     align: Literal["auto", "fixed", "detected"] = "auto"
-
-
-def lookalike_align(mode: str, resolution: int, *, pulse_files: bool) -> torch.nn.Module:
-    """The alignment of generated faces into f's 112 px frame: (B, 3, R, R) -> (B, 3, 112, 112)."""
-    from ..align import DetectedAlign, FixedAlign
-
-    if mode == "auto":
-        mode = "detected" if pulse_files else "fixed"
-    return FixedAlign(resolution) if mode == "fixed" else DetectedAlign(resolution)
+    detect_every: int = at_least(1, 10)  # detected: landmarks refreshed every that many search steps
+    detect_size: int = at_least(24, 256)  # detected: MTCNN looks at a copy this large
 
 
 def result_landmarks(align: torch.nn.Module, images: torch.Tensor) -> list[list[list[float]] | None]:
