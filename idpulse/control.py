@@ -20,6 +20,7 @@ import torch
 
 from .errors import UserError
 from .extractor import FaceExtractor, angle_deg, similarity_loss
+from .precision import fp32_region
 from .pulse import LossTerm, PulseResult, pulse_search, thumbnail_keys
 
 
@@ -144,13 +145,18 @@ class Controls:
     def terms(self) -> list[LossTerm]:
         cache: dict = {}
 
-        def feats(img):  # one forward of f per step, shared by the terms
+        def feats(img):  # one forward of f per step, shared by the terms (bf16 under the search's autocast)
             if cache.get("img") is not img:
-                cache["img"], cache["f"] = img, self.f(self.align(img))
+                cache["img"], cache["f"] = img, self.f(self.align(img)).to(img.dtype)  # (B, 512), img's dtype
             return cache["f"]
 
         def term(name, loss):
-            return LossTerm(name, getattr(self.cfg, f"{name}_weight"), lambda img, ws: loss(feats(img)))
+            def fn(img, ws):
+                x = feats(img)
+                with fp32_region(img.device):  # the heads and Eq. 5-7 in img's dtype, outside any bf16 autocast
+                    return loss(x)
+
+            return LossTerm(name, getattr(self.cfg, f"{name}_weight"), fn)
 
         out = []
         if self.target_feats is not None:
