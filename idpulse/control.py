@@ -145,9 +145,12 @@ class Controls:
     def terms(self) -> list[LossTerm]:
         cache: dict = {}
 
-        def feats(img):  # one forward of f per step, shared by the terms (bf16 under the search's autocast)
+        def feats(img):  # one forward of f per step, shared by the terms
             if cache.get("img") is not img:
-                cache["img"], cache["f"] = img, self.f(self.align(img)).to(img.dtype)  # (B, 512), img's dtype
+                with fp32_region(img.device):  # the alignment (a face detector for DetectedAlign) in img's dtype
+                    aligned = self.align(img)  # (B, 3, 112, 112)
+                # f's pass: in bf16 under the search's bf16 autocast; its features back in img's dtype
+                cache["img"], cache["f"] = img, self.f(aligned).to(img.dtype)  # (B, 512)
             return cache["f"]
 
         def term(name, loss):

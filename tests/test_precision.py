@@ -88,7 +88,8 @@ def test_bf16_runs_extra_terms_under_autocast_and_keeps_control_heads_fp32(tiny_
     torch.manual_seed(0)
     f = FaceExtractor(backbone="iresnet18", width=0.125, race_classes=["White", "Black"]).eval()
     ctl = Controls(f, FixedAlign(G.resolution), ControlConfig(), race="Black")
-    backbone, head = [], []
+    aligned, backbone, head = [], [], []
+    _dtype_hook(ctl.align, aligned)
     _dtype_hook(f.backbone, backbone)
     _dtype_hook(f.race_head, head)
     inside = []
@@ -100,7 +101,7 @@ def test_bf16_runs_extra_terms_under_autocast_and_keeps_control_heads_fp32(tiny_
     r = pulse_search(G, torch.rand(1, 3, 4, 4), steps=2, precision="bf16",
                      extra_losses=[*ctl.terms(), LossTerm("probe", 0.0, probe)])
     assert inside == [(torch.float32, torch.float32, True)] * 2
-    assert backbone == [torch.bfloat16] * 2 and head == [torch.float32] * 2
+    assert aligned == [torch.float32] * 2 and backbone == [torch.bfloat16] * 2 and head == [torch.float32] * 2
     assert r.extra["probe"].dtype == r.extra["race"].dtype == torch.float32
     assert r.history[0]["probe"].dtype == torch.float32
 
