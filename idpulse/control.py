@@ -22,6 +22,7 @@ from .config import at_least
 from .errors import UserError
 from .extractor import FaceExtractor, angle_deg, similarity_loss
 from .extractor.backbones import BackboneName
+from .precision import fp32_region
 from .pulse import LossTerm, PulseResult, pulse_search, thumbnail_keys
 
 
@@ -165,11 +166,19 @@ class Controls:
 
         def feats(img):  # one forward of f per step, shared by the terms
             if cache.get("img") is not img:
-                cache["img"], cache["f"] = img, self.f(self.align(img))
+                with fp32_region(img.device):  # the alignment (a face detector for DetectedAlign) in img's dtype
+                    aligned = self.align(img)  # (B, 3, 112, 112)
+                # f's pass: in bf16 under the search's bf16 autocast; its features back in img's dtype
+                cache["img"], cache["f"] = img, self.f(aligned).to(img.dtype)  # (B, 512)
             return cache["f"]
 
         def term(name, loss):
-            return LossTerm(name, getattr(self.cfg, f"{name}_weight"), lambda img, ws: loss(feats(img)))
+            def fn(img, ws):
+                x = feats(img)
+                with fp32_region(img.device):  # the heads and Eq. 5-7 in img's dtype, outside any bf16 autocast
+                    return loss(x)
+
+            return LossTerm(name, getattr(self.cfg, f"{name}_weight"), fn)
 
         out = []
         if self.target_feats is not None:

@@ -182,7 +182,10 @@ def cache_settings(cfg: TablesConfig) -> dict:
     # before those keys existed stays valid); which file gives f is in its hash below
     control = {k: v for k, v in to_dict(cfg.control).items()
                if k not in ("extractor", "backbone", "input_order", "detect_every", "detect_size")}
-    return {"pulse": to_dict(cfg.pulse), "control": control, "thumbnail_size": cfg.thumbnail_size, "generator": gen,
+    pulse = to_dict(cfg.pulse)
+    if pulse["precision"] == "fp32":  # what every cache before the key was searched with: those stay valid
+        del pulse["precision"]
+    return {"pulse": pulse, "control": control, "thumbnail_size": cfg.thumbnail_size, "generator": gen,
             **{k: sha256(_resolve(getattr(cfg, k))) for k in ("f_arc", "f", "race_judge", "attr_judge")}}
 
 

@@ -30,6 +30,9 @@ class PulseConfig:
     bad_noise_layers: list[int] = field(default_factory=lambda: [-1])
     tile_latent: bool = False
     save_every: int = at_least(0, 0)
+    # bf16: G's synthesis and the control terms' extractor pass under bf16 autocast (latents, optimiser,
+    # L_DS, GEOCROSS and the eps test stay fp32); pays on GPUs and AMX/AVX512-BF16 CPUs only. A float32 G only.
+    precision: Literal["fp32", "bf16"] = "fp32"
     # a result outside eps (or over a control's threshold) is searched again from fresh starts of
     # its own item, up to this many times; the same for plain PULSE and every control
     retries: int = at_least(0, 2)

@@ -9,6 +9,12 @@ row starts from its own random start, keyed by the item and the start number (`s
 row's trajectory is the one a search of that image alone would take, in any batch. The best
 step of each row is kept (first rows within eps, then the lowest total loss), and success is
 judged per row. Any float dtype works: the search runs in G's (float64 for parity tests).
+
+`precision="bf16"` (a float32 G only) runs the network passes under bf16 autocast: G's synthesis
+and the extra terms' `fn` (the extractor of the control losses). The image is cast back to
+float32 before the bicubic downscale, so the latent and noise variables, the optimiser, L_DS,
+GEOCROSS and the eps test stay float32. It is an error with a float64 G: autocast leaves float64
+alone, so the run would silently be a float64 one.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import torch
 
 from ..errors import SearchArgumentError
 from ..generator.stylegan import Generator
+from ..precision import PRECISIONS, autocast
 from .downsample import BicubicDownsample
 from .losses import downscale_loss, geocross
 from .optim import OPTIMIZERS, SphericalOptimizer, lr_lambda
@@ -130,6 +137,7 @@ def pulse_search(
     init: PulseInit | None = None,
     save_every: int = 0,
     progress: bool | Callable[[int, dict], None] = False,
+    precision: str = "fp32",
 ) -> PulseResult:
     """Searches G's latent space for faces that bicubic-downscale to `thumbnails` (Eq. 3 + extras).
 
@@ -140,6 +148,8 @@ def pulse_search(
     hash of each thumbnail's 8-bit pixels. `save_every > 0` keeps every that-many steps' images
     as `frames`. `progress`: True for a tqdm bar, or a callback `(step, losses)`. G runs in eval
     mode with its weights frozen (its flags are restored afterwards); the device and dtype are G's.
+    `precision`: "fp32" (G's dtype throughout) or "bf16" (the network passes under bf16 autocast;
+    see the module's docstring).
     """
     if thumbnails.ndim != 4 or thumbnails.shape[1] != 3 or thumbnails.shape[2] != thumbnails.shape[3]:
         raise SearchArgumentError(f"thumbnails must be (N, 3, s, s), got {tuple(thumbnails.shape)}")
@@ -154,6 +164,8 @@ def pulse_search(
         raise SearchArgumentError(f"unknown noise_type {noise_type!r} (use zero, fixed, trainable)")
     if loss not in ("L2", "L1"):
         raise SearchArgumentError(f"unknown downscale loss {loss!r} (use L2 or L1)")
+    if precision not in PRECISIONS:
+        raise SearchArgumentError(f"unknown precision {precision!r} (use {' or '.join(PRECISIONS)})")
     if optimizer not in OPTIMIZERS:
         raise SearchArgumentError(f"unknown optimizer {optimizer!r} (use {', '.join(OPTIMIZERS)})")
     n_layers = G.num_ws
@@ -165,6 +177,9 @@ def pulse_search(
         raise SearchArgumentError(f"{len(keys)} keys for {thumbnails.shape[0]} thumbnails: give one key per thumbnail")
     lr_lambda(lr_schedule, steps)  # raises for an unknown schedule
     device, dtype = G.device, G.w_mean.dtype
+    if precision == "bf16" and dtype != torch.float32:
+        raise SearchArgumentError(f"precision bf16 needs a float32 generator, this one is {str(dtype)[6:]}: "
+                                  "use precision fp32 (autocast would leave it untouched)")
     n_img = thumbnails.shape[0]
     batch = n_img * num_seeds
     keys = [str(k) for k in keys] if keys is not None else thumbnail_keys(thumbnails)
@@ -212,14 +227,17 @@ def pulse_search(
         for step in range(steps):
             opt.zero_grad()
             ws = G.latent_to_w(v.expand(-1, G.num_ws, -1) if tile_latent else v)  # (B, num_ws, 512)
-            img = (G.synthesis(ws, noise) + 1) / 2  # (B, 3, R, R) in about [0, 1]
+            with autocast(device, precision):  # bf16: the synthesis pass in bf16 (its weights stay fp32)
+                img = G.synthesis(ws, noise)  # (B, 3, R, R) in about [-1, 1]
+            img = (img.to(dtype) + 1) / 2  # in G's dtype (a no-op but under bf16) for DS, L_DS and the eps test
             lr_img = ds(img)  # (B, 3, s, s)
             l_ds = downscale_loss(lr_img, target, eps, loss)  # Eq. 1, hinged, (B,)
             l_geo = geocross(ws)  # Eq. 2, (B,)
             total = ds_weight * l_ds + geocross_weight * l_geo  # Eq. 3
             extras = {}
             for term in extra_losses:
-                extras[term.name] = term.fn(img, ws)
+                with autocast(device, precision):  # bf16: the term's network passes (the extractor) in bf16
+                    extras[term.name] = term.fn(img, ws).to(dtype)  # (B,), in G's dtype like the other terms
                 total = total + term.weight * extras[term.name]
             with torch.no_grad():
                 raw = (lr_img - target).pow(2).mean(dim=(1, 2, 3)) if loss == "L2" else \

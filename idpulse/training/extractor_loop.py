@@ -32,6 +32,7 @@ from ..extractor import ArcFaceHead, FaceExtractor, angle_deg, save_extractor, s
 from ..extractor.losses import best_angle_threshold
 from ..generator.build import GeneratorConfig, build_generator
 from ..generator.weights import atomic_save, torch_load
+from ..precision import Precision, autocast
 from .lookalike import LookalikeConfig, build_lookalikes, pick_pairs, read_manifest
 
 
@@ -80,6 +81,10 @@ class ExtractorTrainConfig:
     weight_decay: float = 5e-4
     lr_milestones: list[int] = field(default_factory=list)  # global steps where lr /= 10
     grad_clip: float = 5.0
+    # bf16: the backbone's pass over the mixed mini-batch under bf16 autocast; the heads, the losses
+    # (ArcFace logits and softmax, BCE, CE, S_t), the weights and SGD stay fp32. Pays on GPUs and
+    # AMX/AVX512-BF16 CPUs only (elsewhere bf16 is emulated and slower).
+    precision: Precision = "fp32"
     arc_s: float = 64.0
     arc_m: float = 0.5
     temperature: float = 10.0
@@ -90,8 +95,11 @@ class ExtractorTrainConfig:
 
 
 # settings a resumed run may change: where it runs, how often it logs and saves, its decoding threads
-# and how many meta-epochs it goes on for; everything else (data, model, losses, schedule) is fixed
-RESUMABLE_CHANGES = {"device", "data_threads", "log_every", "checkpoint_every", "meta_epochs", "run_dir"}
+# and how many meta-epochs it goes on for; everything else (data, model, losses, schedule) is fixed.
+# `precision` too: the weights and optimiser state are fp32 under either, so the saved state fits
+# both and the run goes on from it (later steps' rounding differs, as on another device)
+RESUMABLE_CHANGES = {"device", "data_threads", "log_every", "checkpoint_every", "meta_epochs", "run_dir",
+                     "precision"}
 
 
 def align_to_arcface(img: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
@@ -131,6 +139,7 @@ class Net(nn.Module):
         super().__init__()
         self.f = f
         self.arc = ArcFaceHead(num_ids, s=cfg.arc_s, m=cfg.arc_m)
+        self.precision = cfg.precision
 
     def forward(self, batch: dict, theta_thr: float, temperature: float) -> dict:
         """Eq. 10's terms for one mixed mini-batch.
@@ -145,7 +154,10 @@ class Net(nn.Module):
         parts = [batch[k] for k in names]
         if "siam_x" in batch:  # (x, G_x), (x', G_x'), (x, flip(x'))
             parts += [batch["siam_x"], batch["siam_gx"], batch["siam_x2"], batch["siam_gx2"], batch["siam_x2"].flip(3)]
-        feats = self.f(torch.cat(parts)).split([p.shape[0] for p in parts])  # one (B_total, 512) pass
+        x = torch.cat(parts)
+        with autocast(x.device, self.precision):  # bf16: the backbone only; the heads and losses below in fp32
+            feats = self.f(x)
+        feats = feats.float().split([p.shape[0] for p in parts])  # one (B_total, 512) pass
         feat = dict(zip(names, feats[:len(names)]))
         out = {"arc": self.arc(feat["arc_x"], batch["arc_y"])}
         if "race_x" in batch:

@@ -16,6 +16,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -59,7 +60,8 @@ class GanTrainConfig:
     ema_kimg: float = 10.0  # EMA half-life in thousands of images
     augment: str = "color,translation,cutout"
     xflip: bool = True
-    precision: str = "auto"  # fp32 | bf16 | auto (bf16 on CUDA, fp32 on CPU)
+    # bf16 on CUDA, fp32 on CPU; a Literal so that a misspelt value is a config error, not a silent fp32 run
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = True  # CUDA only
     threads: int = at_least(0, 0)  # CPU threads (0: torch's default)
     checkpoint_every: int = at_least(1, 200)  # steps
