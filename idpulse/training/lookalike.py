@@ -42,6 +42,7 @@ class LookalikeConfig:
     align: Literal["auto", "fixed", "detected"] = "auto"
     detect_every: int = at_least(1, 10)  # detected: landmarks refreshed every that many search steps
     detect_size: int = at_least(24, 256)  # detected: MTCNN looks at a copy this large
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: the searches' network passes under autocast
 
 
 def result_landmarks(align: torch.nn.Module, images: torch.Tensor) -> list[list[list[float]] | None]:
@@ -147,7 +148,7 @@ def _search_kind(folder: Path, mpath: Path, records: list[dict], G, faces, pairs
             ctl = Controls(extractor, align, sim, targets=align(src), per_image=True)
         keys = [f"source-{pairs[i // 2][i % 2]}" for i in chunk]  # the same start in any chunk or rank
         res, ok, starts = controlled_search(G, thumbs, ctl, keys=keys, retries=cfg.retries, seed=seed,
-                                            steps=cfg.steps, eps=cfg.eps)
+                                            steps=cfg.steps, eps=cfg.eps, precision=cfg.precision)
         marks = result_landmarks(align, res.images[:, 0]) if align is not None else [None] * len(chunk)
         for j, i in enumerate(chunk):
             name = f"{i:06d}_{kind}.png"
