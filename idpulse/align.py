@@ -150,3 +150,18 @@ class DetectedAlign(torch.nn.Module):
             Ms.append(torch.as_tensor(similarity_transform(lm, dst), dtype=img.dtype) if lm is not None
                       else self.fallback.M[0].to(img.dtype))
         return warp_affine(img, torch.stack(Ms).to(img.device), self.out_size)
+
+
+def build_align(mode: str, resolution: int, *, pulse_files: bool) -> torch.nn.Module:
+    """The one choice of how generated faces reach the extractor's 112 px frame (`control.align`):
+    `fixed` (FixedAlign: the generator's faces sit in the crop template, as the bundled one's do),
+    `detected` (DetectedAlign: MTCNN landmarks per image), or `auto` = detected for PULSE's
+    generator files (`pulse_files`: FFHQ's frame is not the template), fixed otherwise.
+    (B, 3, resolution, resolution) -> (B, 3, 112, 112)."""
+    if mode == "auto":
+        mode = "detected" if pulse_files else "fixed"
+    if mode == "fixed":
+        return FixedAlign(resolution)
+    if mode == "detected":
+        return DetectedAlign(resolution)
+    raise UserError(f"control.align must be auto, fixed or detected, not {mode!r}")

@@ -188,7 +188,7 @@ def build_controls(cfg: UpscaleConfig, G: Generator, detector=None) -> tuple[Con
     req = cfg.request
     if not (req.race or req.attrs or req.targets):
         return None, []
-    from .align import ARCFACE_112, DetectedAlign, FaceDetector, FixedAlign, align_face
+    from .align import ARCFACE_112, FaceDetector, align_face, build_align
     from .extractor import load_any_extractor
 
     path = _resolve(cfg.control.extractor)
@@ -197,11 +197,7 @@ def build_controls(cfg: UpscaleConfig, G: Generator, detector=None) -> tuple[Con
                         "(scripts/train_extractor.py trains one)")
     device = G.device
     f = load_any_extractor(path, cfg.control.backbone).to(device)
-    mode = cfg.control.align
-    if mode == "auto":
-        mode = "detected" if cfg.generator.synthesis else "fixed"
-    align = FixedAlign(G.resolution) if mode == "fixed" else DetectedAlign(G.resolution)
-    align = align.to(device)
+    align = build_align(cfg.control.align, G.resolution, pulse_files=bool(cfg.generator.synthesis)).to(device)
     targets = None
     if req.targets:
         detector = detector or FaceDetector(min_prob=cfg.input.min_face_prob)
