@@ -277,6 +277,7 @@ def _setup(cfg: TablesConfig, out: Path) -> tuple[_Run, dict]:
     attr_judge, attr_meta = load_judge(cfg.attr_judge)
     mode = "detected" if isinstance(align, DetectedAlign) else "fixed"
     cache = Cache(out / "cache", cache_settings(cfg, mode))
+    dist_utils.barrier()  # rank 0 checks and records the settings before any rank writes a result
     run = _Run(cfg, G, device, align, f_arc, f, race_judge.to(device), attr_judge.to(device), cache, main)
     return run, {"race": race_meta.get("metrics"), "attr": attr_meta.get("metrics")}
 
