@@ -81,6 +81,11 @@ class Judge(nn.Module):
         self.net = judge_net(len(names))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.inputs(x))
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """What the network sees: (B, 3, H, W) faces -> (B, 3, size, size), its box cut out, resized
+        and normalised; per image, so a table can gather them batch by batch at any resolution."""
         if self.box != (0.0, 0.0, 1.0, 1.0):
             h, w = x.shape[-2:]
             x0, y0, x1, y1 = self.box
@@ -89,12 +94,17 @@ class Judge(nn.Module):
             x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
         mean = x.new_tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
         std = x.new_tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-        return self.net((x - mean) / std)
+        return (x - mean) / std
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Race: class index (B,); attributes: 0/1 (B, A)."""
-        logits = self(x)
+        return self.predict_inputs(self.inputs(x))
+
+    @torch.no_grad()
+    def predict_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """`predict` from `inputs(x)`."""
+        logits = self.net(inputs)
         return logits.argmax(1) if self.kind == "race" else (logits > 0).long()
 
 

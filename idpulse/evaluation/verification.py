@@ -32,7 +32,8 @@ class VerificationConfig:
 
 def verification(cfg: VerificationConfig, *, progress: bool = True) -> dict:
     from ..data import CelebA
-    from ..training.extractor_loop import preload_aligned, same_diff_angles
+    from ..data.preload import preload_aligned
+    from ..training.extractor_loop import same_diff_angles
 
     device = resolve_device(cfg.device)
     f = load_extractor(cfg.extractor).to(device)

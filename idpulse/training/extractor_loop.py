@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 from .. import distributed as dist_utils
-from ..align import ARCFACE_112, FixedAlign, build_align, similarity_transform, warp_affine
+from ..align import FixedAlign, build_align
 from ..config import at_least, check_resume, to_dict, write_run_info
+from ..data.preload import align_to_arcface, preload_aligned  # noqa: F401 (align_to_arcface: its old home)
 from ..errors import UserError
 from ..extractor import ArcFaceHead, FaceExtractor, angle_deg, save_extractor, similarity_loss
 from ..extractor.losses import best_angle_threshold
@@ -100,32 +101,6 @@ class ExtractorTrainConfig:
 # both and the run goes on from it (later steps' rounding differs, as on another device)
 RESUMABLE_CHANGES = {"device", "data_threads", "log_every", "checkpoint_every", "meta_epochs", "run_dir",
                      "precision"}
-
-
-def align_to_arcface(img: torch.Tensor, landmarks: torch.Tensor) -> torch.Tensor:
-    """(3, S, S) + its 5 landmarks -> (3, 112, 112) on the ArcFace template."""
-    M = torch.as_tensor(similarity_transform(landmarks.double().numpy(), ARCFACE_112), dtype=torch.float32)
-    return warp_affine(img[None], M[None], 112)[0]
-
-
-def preload_aligned(ds, limit: int, desc: str, progress: bool = True) -> tuple[torch.Tensor, list[dict]]:
-    """(N, 3, 112, 112) uint8 faces aligned by their landmarks, and each item's labels."""
-    from tqdm import tqdm
-
-    n = min(len(ds), limit) if limit else len(ds)
-    out = torch.empty(n, 3, 112, 112, dtype=torch.uint8)
-    labels = []
-    fixed = None
-    for i in tqdm(range(n), desc=desc, disable=not (progress and dist_utils.is_main()), unit="img"):
-        it = ds[i]
-        if torch.isnan(it["landmarks"]).any():
-            fixed = fixed or FixedAlign(it["image"].shape[-1])
-            a = fixed(it["image"][None])[0]
-        else:
-            a = align_to_arcface(it["image"], it["landmarks"])
-        out[i] = (a.clamp(0, 1) * 255).round().to(torch.uint8)
-        labels.append({k: v for k, v in it.items() if k not in ("image", "landmarks", "path")})
-    return out, labels
 
 
 def _f32(x: torch.Tensor, device) -> torch.Tensor:
@@ -252,7 +227,8 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
     if cfg.arc_data not in ("celeba", "recordio"):
         raise UserError(f"arc_data must be 'celeba' or 'recordio', not {cfg.arc_data!r}")
     celeba = CelebA(root / "celeba" if root else None, split="train")
-    arc_faces, arc_labels = preload_aligned(celeba, cfg.max_images, "CelebA faces")  # (N, 3, 112, 112) uint8
+    # (N, 3, 112, 112) uint8, one file under the run shared by every rank
+    arc_faces, arc_labels = preload_aligned(celeba, cfg.max_images, "CelebA faces", cache_dir=run / "cache")
     raw_ids = [int(lb["identity"]) for lb in arc_labels]
     id_map = {k: i for i, k in enumerate(sorted(set(raw_ids)))}
     arc_y = torch.tensor([id_map[k] for k in raw_ids])
@@ -266,7 +242,8 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
     if cfg.use_race:
         race_root = cfg.race_root or (root / "utkface" if root and cfg.race_data == "utkface" else None)
         race_ds, race_classes = race_dataset(cfg.race_data, race_root, split="train")
-        race_faces, race_labels = preload_aligned(race_ds, cfg.max_images, f"race faces ({cfg.race_data})")
+        race_faces, race_labels = preload_aligned(race_ds, cfg.max_images, f"race faces ({cfg.race_data})",
+                                                  cache_dir=run / "cache")
         race_y = torch.tensor([int(lb["race"]) for lb in race_labels])
 
     torch.manual_seed(cfg.seed)

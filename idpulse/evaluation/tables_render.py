@@ -1,0 +1,85 @@
+"""The report of the paper's tables as Markdown, from `eval_tables`' report dict."""
+
+from __future__ import annotations
+
+import json
+import math
+
+
+def _resumed(res: dict) -> str:
+    """The wall time's caveat when earlier runs made some of the PULSE results."""
+    if not res.get("from_earlier_runs"):
+        return f" ({res.get('total', 0)} PULSE results, all searched in this run)" if res else ""
+    return (f" for this run, which searched {res['total'] - res['from_earlier_runs']} of its {res['total']} PULSE "
+            f"results and read {res['from_earlier_runs']} from the cache of an earlier run")
+
+
+def render(r: dict) -> str:
+    def pm(s):
+        return f"{s['mean']:.1f} ± {s['sd']:.1f}"
+
+    lines = ["# The paper's tables, reproduced", "",
+             "Numbers from the models named by the config (hashes below); the paper's numbers beside them. "
+             "95% confidence intervals in brackets.", "",
+             f"Every row of every table searches with one objective and the same settings, its control term "
+             f"aside: {r.get('objective', '')}.", "", "## Table 1: angles between pairs (degrees)", "",
+             "| set | f_arc (ours) | f (ours) | f_arc (paper) | f (paper) |", "| --- | --- | --- | --- | --- |"]
+    t1 = r["table1"]
+    for k, (pa, pf) in t1["paper"].items():
+        if k in t1["f"]["stats"]:
+            lines.append(f"| {k} | {pm(t1['f_arc']['stats'][k])} | {pm(t1['f']['stats'][k])} | "
+                         f"{pa[0]} ± {pa[1]} | {pf[0]} ± {pf[1]} |")
+    lines += ["", "| one threshold | f_arc: Same+Diff | f_arc: Lookalike-Baseline | f: Same+Diff | "
+              "f: Lookalike-Baseline |", "| --- | --- | --- | --- | --- |"]
+    for opt in ("opt1", "opt2"):
+        row = []
+        for name in ("f_arc", "f"):
+            per = t1[name][opt]["per_set"]
+            sd = (per["CelebA-Same"] + per["CelebA-Diff"]) / 2
+            row += [f"{100 * sd:.1f}%", f"{100 * per['Lookalike-Baseline']:.1f}%"]
+        lines.append(f"| {opt.upper()} | " + " | ".join(row) + " |")
+    lines += ["", "Paper: Opt 1 96.6% / 32.4% (f_arc), 96.8% / 98.9% (f); Opt 2 94.5% / 88.0%, 96.6% / 99.4%.", "",
+              "![Appendix B, f_arc](appendix_b_f_arc.png) ![Appendix B, f](appendix_b_f.png)", ""]
+    for title, key, paper in (("Table 2: race re-identification", "table2", r["paper_table2"]),
+                              ("Table 3: attribute re-identification", "table3", r["paper_table3"])):
+        lines += [f"## {title}", "", "| strategy | ours | paper | results accepted (within eps and the control's "
+                  "threshold) |", "| --- | --- | --- | --- |"]
+        for s, v in r[key].items():
+            lines.append(f"| {s} | {100 * v['reid']:.1f}% ({100 * v['ci95'][0]:.1f}-{100 * v['ci95'][1]:.1f}) "
+                         f"| {paper.get(s, math.nan)}% | {100 * v['accepted']:.0f}% |")
+        lines.append("")
+    lines += ["## Identity (dlib, distance to another photo of the person; < 0.6 = same person)", ""]
+    if "skipped" in r["identity"]:
+        lines += [f"Skipped: {r['identity']['skipped']}", ""]
+    else:
+        lines += ["| results | mean distance | judged the same person | nearer the person than PULSE's result |",
+                  "| --- | --- | --- | --- |"]
+        for s, v in r["identity"].items():
+            closer = (f"{100 * v['closer_than_pulse']:.1f}% ({100 * v['closer_ci95'][0]:.1f}-"
+                      f"{100 * v['closer_ci95'][1]:.1f})" if "closer_than_pulse" in v else "")
+            lines.append(f"| {s} | {v['mean_distance']:.3f} | {100 * v['same_person']:.1f}% "
+                         f"({100 * v['ci95'][0]:.1f}-{100 * v['ci95'][1]:.1f}) | {closer} |")
+        lines.append("")
+    if r.get("requests"):
+        lines += ["## Requests: does the control change what an independent judge sees?", "",
+                  "| request | on | judge sees it: plain PULSE | judge sees it: with the control "
+                  "| ... and the result is accepted (within eps and the control's threshold) | accepted |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for req, v in r["requests"].items():
+            cells = [f"{100 * v[k]['rate']:.1f}% ({100 * v[k]['ci95'][0]:.1f}-{100 * v[k]['ci95'][1]:.1f})"
+                     for k in ("PULSE", "control")]
+            c = v["control"]
+            cells += [f"{100 * c['rate_accepted']:.1f}% ({100 * c['rate_accepted_ci95'][0]:.1f}-"
+                      f"{100 * c['rate_accepted_ci95'][1]:.1f})", f"{100 * c['accepted']:.0f}%"]
+            lines.append(f"| `{req}` | {v['faces']} {v['on']} | " + " | ".join(cells) + " |")
+        lines.append("")
+        for req, v in r["requests"].items():
+            if "closer_than_pulse" in v:
+                lines += [f"`{req}`: the result is nearer (by the same judge) to the person than plain PULSE's "
+                          f"result of the same thumbnail for {100 * v['closer_than_pulse']:.1f}% of faces "
+                          f"({100 * v['closer_ci95'][0]:.1f}-{100 * v['closer_ci95'][1]:.1f}).", ""]
+    lines += ["## Models", "", *[f"- {k}: sha256 {v}" for k, v in r["hashes"].items()],
+              f"- judges' own test metrics: {json.dumps(r['judges'], default=float)[:400]}", "",
+              f"Wall time: {r['seconds'] / 60:.1f} min" + _resumed(r.get("results", {})) + ".", ""]
+    return "\n".join(lines)
+
