@@ -109,7 +109,7 @@ def train_rate(device, precision: str, args) -> dict:
 def toy_data(folder: Path) -> dict:
     from idpulse.data.synthetic import celeba_utkface, fairface_folder, ms1m_pack
 
-    return {"data": celeba_utkface(folder / "data"), "ms1m": ms1m_pack(folder / "ms1m"),
+    return {"data": celeba_utkface(folder / "data", n_ids=9, test_ids=3), "ms1m": ms1m_pack(folder / "ms1m"),
             "fairface": fairface_folder(folder / "fairface")}
 
 
@@ -130,6 +130,27 @@ def phase_algorithm2(gen_overrides: list[str], data: dict, folder: Path, device,
     out = training_loop(cfg)
     return {"phase": "algorithm2", "what": "2 meta-epochs, 2 identities, toy data", "precision": cfg.precision,
             "seconds": time.perf_counter() - t0, "peak_gb": peak_memory_gb(device)}, out
+
+
+def phase_tables(gen_overrides: list[str], data: dict, f_path: Path, folder: Path, device, args) -> dict:
+    """configs/eval/paper.yaml on the toy data, with Algorithm 2's f (as f and f_arc) and an
+    untrained race judge of FairFace's classes: that every table runs here, and in what memory."""
+    from idpulse.config import load_config
+    from idpulse.data import FAIRFACE_RACES
+    from idpulse.evaluation.judges import Judge, save_judge
+    from idpulse.evaluation.tables import TablesConfig, eval_tables
+
+    save_judge(Judge("race", FAIRFACE_RACES, 16), folder / "race_judge.pt")
+    cfg = load_config(TablesConfig, ROOT / "configs" / "eval" / "paper.yaml", [
+        f"--out={folder / 'tables'}", f"--device={device}", f"--data_root={data['data']}",
+        f"--race_root={data['fairface']}", *gen_overrides, f"--f={f_path}", f"--f_arc={f_path}",
+        f"--race_judge={folder / 'race_judge.pt'}", "--pairs=2", "--race_faces=2", "--attr_faces=2",
+        "--request_faces=1", f"--pulse.steps={args.steps}", "--batch=2", f"--pulse.precision={args.precisions[-1]}"])
+    reset_peak(device)
+    t0 = time.perf_counter()
+    r = eval_tables(cfg)
+    return {"phase": "tables", "what": f"paper.yaml, 2 faces a table, {r['results']['total']} PULSE results",
+            "precision": cfg.pulse.precision, "seconds": time.perf_counter() - t0, "peak_gb": peak_memory_gb(device)}
 
 
 def main(argv=None):
@@ -185,6 +206,8 @@ def main(argv=None):
         if "algorithm2" in phases or "tables" in phases:
             row, f_path = phase_algorithm2(gen_overrides, data, tmp, device, args)
             rows.append(row)
+        if "tables" in phases:
+            rows.append(phase_tables(gen_overrides, data, f_path, tmp, device, args))
     print()
     print(f"{'phase':<11} {'precision':<9} {'figure':>22} {'peak GB':>8}  what")
     for r in rows:

@@ -20,9 +20,10 @@ from .landmarks import HEADER as LANDMARKS_HEADER
 RECORDIO_MAGIC = 0xCED7230A
 
 
-def celeba_utkface(root: Path, n_ids: int = 6, per_id: int = 3, utk_images: int = 20) -> Path:
-    """`root/celeba` (CelebA's file layout, template landmarks, all in partition 0) and
-    `root/utkface/images` (UTKFace's naming); -> root."""
+def celeba_utkface(root: Path, n_ids: int = 6, per_id: int = 3, utk_images: int = 20, test_ids: int = 0) -> Path:
+    """`root/celeba` (CelebA's file layout, template landmarks; the last `test_ids` identities in
+    the test partition, the others in the training one) and `root/utkface/images` (UTKFace's
+    naming); -> root."""
     rng = np.random.default_rng(0)
     cel = root / "celeba"
     (cel / "images").mkdir(parents=True)
@@ -34,7 +35,7 @@ def celeba_utkface(root: Path, n_ids: int = 6, per_id: int = 3, utk_images: int 
         img = np.clip(base * (i // per_id == 0) + rng.integers(0, 255, (96, 96, 3)), 0, 255).astype(np.uint8)
         Image.fromarray(img).save(cel / "images" / name)
         ids.append(f"{name} {100 + i // per_id}")
-        parts.append(f"{name} 0")
+        parts.append(f"{name} {2 if i // per_id >= n_ids - test_ids else 0}")
         attrs.append(name + " " + " ".join(str(rng.choice([-1, 1])) for _ in CELEBA_ATTRIBUTES))
         lms.append(f"{name},50.0," + ",".join(f"{v:.2f}" for v in lm.flatten()) + ",test")
     (cel / "identity_CelebA.txt").write_text("\n".join(ids) + "\n")

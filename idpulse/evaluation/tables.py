@@ -3,8 +3,9 @@
 - Table 1 / Appendix B: angles under `f_arc` and `f` for CelebA-Same, CelebA-Diff, PULSE-Pairs
   (a photo, the plain PULSE result of its thumbnail), Lookalike-Baseline (result optimised with
   L_sim towards the photo under f_arc) and Lookalike-Ours (the same under f).
-- Table 2: race re-identification of thumbnails (UTKFace test split) by the race judge, for plain
-  PULSE, L_sim (towards the source photo), L_race (the source's race) and both.
+- Table 2: race re-identification of thumbnails (`race_data`: UTKFace's test split, or FairFace's
+  val) by the race judge, for plain PULSE, L_sim (towards the source photo), L_race (the source's
+  race) and both.
 - Table 3: re-identification of the paper's five attributes by the attribute judge (its reading of
   the source photo is the reference), for plain PULSE, L_sim under f_arc, L_sim under f, L_attr.
 Every row of a table runs one objective, PULSE's (Eq. 3), plus its control terms (Eq. 8), with
@@ -22,7 +23,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 
@@ -30,6 +31,7 @@ from .. import distributed as dist_utils
 from ..align import DetectedAlign, build_align
 from ..config import at_least, to_dict, write_run_info
 from ..control import ControlConfig, Controls, objective_text
+from ..data import FaceDataset
 from ..errors import UserError
 from ..extractor import load_extractor
 from ..generator.build import GeneratorConfig, build_generator, record_architecture
@@ -53,6 +55,11 @@ class TablesConfig:
     device: str = "cpu"
     data_root: str = ""
     split: str = "test"  # CelebA partition of the pairs (identities never trained on)
+    # Table 2's and the race requests' faces: "utkface" (its test split; race_root defaults to
+    # data_root/utkface) or "fairface" (its val split, the paper's 7 classes; race_root is its folder
+    # with landmarks.csv); the race judge must know that dataset's classes
+    race_data: Literal["utkface", "fairface"] = "utkface"
+    race_root: str = ""
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     f_arc: str = "checkpoints/extractor_f_arc.pt"
     f: str = "checkpoints/extractor_f.pt"
@@ -200,21 +207,47 @@ def _identity_table(judge, rows: dict, batch: int) -> dict:
     return table
 
 
-def _table2(run: _Run, utk, g: torch.Generator) -> tuple[dict, list[str]]:
-    """Race re-identification (UTKFace test split, judged by the race judge); -> (table, items)."""
-    from ..data import UTKFACE_RACES
+@dataclass
+class RaceFaces:
+    """The held-out race faces of Table 2 and the race requests (`race_data`), in the generator's frame."""
 
+    ds: FaceDataset
+    classes: list[str]  # the dataset's race names; its `race` labels index them
+    name: str  # items are "<name>-<index>", e.g. utkface-test-17 (a face's random starts follow it)
+    label: str  # for the report, e.g. "UTKFace test"
+
+    def item(self, i: int) -> str:
+        return f"{self.name}-{i}"
+
+
+def race_faces(cfg: TablesConfig, root: Path | None, resolution: int, judge_names: list[str]) -> RaceFaces:
+    """The race data the config names; its classes must be the race judge's."""
+    from ..data import RACE_DATASETS, race_dataset
+
+    race_root = cfg.race_root or (root / "utkface" if root and cfg.race_data == "utkface" else None)
+    ds, classes = race_dataset(cfg.race_data, race_root, split="test", size=resolution, frame=True)
+    if list(judge_names) != list(classes):
+        raise UserError(f"the race judge {cfg.race_judge} knows {', '.join(judge_names)}; race_data "
+                        f"{cfg.race_data!r} has {', '.join(classes)}: give a judge trained on it "
+                        f"(scripts/train_judges.py --only race --race_data={cfg.race_data})")
+    split = RACE_DATASETS[cfg.race_data][2]
+    label = {"utkface": "UTKFace", "fairface": "FairFace"}.get(cfg.race_data, cfg.race_data)
+    return RaceFaces(ds, list(classes), f"{cfg.race_data}-{split}", f"{label} {split}")
+
+
+def _table2(run: _Run, race: RaceFaces, g: torch.Generator) -> tuple[dict, list[str]]:
+    """Race re-identification (`race_data`'s held-out faces, judged by the race judge); -> (table, items)."""
     cfg, f = run.cfg, run.f
-    pick = torch.randperm(len(utk), generator=g)[: cfg.race_faces].tolist()
-    faces = run.loader(utk, pick)
-    rtrue = torch.tensor([int(utk.labels["race"][i]) for i in pick])
+    pick = torch.randperm(len(race.ds), generator=g)[: cfg.race_faces].tolist()
+    faces = run.loader(race.ds, pick)
+    rtrue = torch.tensor([int(race.ds.labels["race"][i]) for i in pick])
     names = f.race_head.class_names if f.race_head is not None else []
-    t2, items = {}, [f"utkface-test-{i}" for i in pick]
+    t2, items = {}, [race.item(i) for i in pick]
     if not names:
         return t2, items
 
-    def race_name(i):  # UTKFace's label in the extractor's class names, when it has it
-        n = UTKFACE_RACES[int(rtrue[i])]
+    def race_name(i):  # the dataset's label in the extractor's class names, when it has it
+        n = race.classes[int(rtrue[i])]
         return n if n in names else names[0]
 
     strategies = {  # row: (cache name, controls)
@@ -285,7 +318,7 @@ def _setup(cfg: TablesConfig, out: Path) -> tuple[_Run, dict]:
 
 
 def eval_tables(cfg: TablesConfig) -> dict:
-    from ..data import CelebA, UTKFace
+    from ..data import CelebA
 
     t0 = time.time()
     out = Path(cfg.out)
@@ -295,6 +328,7 @@ def eval_tables(cfg: TablesConfig) -> dict:
     cached_before = cache.count()
     root = Path(cfg.data_root) if cfg.data_root else None
     g = torch.Generator().manual_seed(cfg.seed)  # the draws below, in this order, pick every face
+    race = race_faces(cfg, root, R, run.race_judge.names)  # before any search: a wrong judge is one line
 
     ds = CelebA(root / "celeba" if root else None, split=cfg.split, size=R)
     same, diff = _pairs(ds, cfg, g)
@@ -302,11 +336,10 @@ def eval_tables(cfg: TablesConfig) -> dict:
     # identity: dlib distance of each result to another photo of the person (optional judge)
     identity_judge = _dlib()
     identity = _identity_table(identity_judge, rows, cfg.batch) if run.main else {}
-    utk = UTKFace(root / "utkface" if root else None, split="test", size=R, frame=True)  # the generator's frame
-    t2, t2_items = _table2(run, utk, g)
+    t2, t2_items = _table2(run, race, g)
     t3, t3_items = _table3(run, ds, g)
     request_items: dict[str, list[str]] = {}
-    requests = requests_table(run, ds, utk, identity_judge, g, (rows["photos"], rows["seconds"], rows["items"]),
+    requests = requests_table(run, ds, race, identity_judge, g, (rows["photos"], rows["seconds"], rows["items"]),
                               request_items)
 
     hashes = {k: sha256(Path(p)) for k, p in (("f_arc", cfg.f_arc), ("f", cfg.f), ("race_judge", cfg.race_judge),

@@ -14,9 +14,10 @@ def proportion_ci(k: int, n: int) -> tuple[float, float]:
     return wilson(k, n)
 
 
-def requests_table(run, celeba, utk, identity_judge, g: torch.Generator, pairs, items_used: dict) -> dict:
-    """`--race Black` on UTKFace test faces of other races; `--race` with the person's own race on
-    UTKFace test faces of Black, Asian and Indian people (the faces PULSE is known to whiten);
+def requests_table(run, celeba, race, identity_judge, g: torch.Generator, pairs, items_used: dict) -> dict:
+    """`--race Black` on the race data's held-out faces (`race`, the tables' `RaceFaces`: UTKFace's
+    test split by default) of other races; `--race` with the person's own race on its faces of Black,
+    Asian and Indian people (the faces PULSE is known to whiten; FairFace's East and Southeast Asian);
     `--attr Smiling=1` on CelebA test faces the attribute judge reads as not smiling; on `pairs`
     (loaders of the photos and of second photos of the same people, the photos' items), `--target`
     the second photo, judged by dlib (`identity_judge`, `_dlib()`'s answer) against the photo
@@ -25,7 +26,7 @@ def requests_table(run, celeba, utk, identity_judge, g: torch.Generator, pairs, 
     `items_used` gets each control's faces (strategy -> items)."""
     out = {}
     if run.cfg.request_faces > 0:
-        out |= _race_requests(run, utk, g, items_used)
+        out |= _race_requests(run, race, g, items_used)
     if run.cfg.request_faces > 0 and not isinstance(identity_judge, str):
         out |= _target_request(run, identity_judge, pairs, items_used)
     if run.cfg.request_faces > 0 and run.f.attr_head is not None and "Smiling" in run.f.attr_head.attribute_names:
@@ -47,31 +48,35 @@ def _rates(run, strategy, load, items, controls_for, sees, items_used) -> dict:
     return row
 
 
-def _race_requests(run, utk, g, items_used) -> dict:
-    from ..data import UTKFACE_RACES
+# the groups PULSE is known to whiten, in UTKFace's and FairFace's names
+WHITENED = ("Black", "Asian", "Indian", "East Asian", "Southeast Asian")
 
+
+def _race_requests(run, race, g, items_used) -> dict:
     n, cfg, f, out = run.cfg.request_faces, run.cfg, run.f, {}
     names = f.race_head.class_names if f.race_head is not None else []
-    if "Black" not in names:
+    if "Black" not in names or "Black" not in race.classes:
         return out
-    black = UTKFACE_RACES.index("Black")
+    utk = race.ds
+    black = race.classes.index("Black")
     order = torch.randperm(len(utk), generator=g).tolist()
     others = [i for i in order if int(utk.labels["race"][i]) != black][:n]
     shared = Controls(f, run.align, cfg.control, race="Black")
-    out["--race Black"] = {"faces": len(others), "on": "UTKFace test faces of other races",
-                           **_rates(run, "race_black", run.loader(utk, others), [f"utkface-test-{i}" for i in others],
+    out["--race Black"] = {"faces": len(others), "on": f"{race.label} faces of other races",
+                           **_rates(run, "race_black", run.loader(utk, others), [race.item(i) for i in others],
                                     lambda idx, faces: shared, lambda res: run.predict(run.race_judge, res) == black,
                                     items_used)}
-    asked_of = {i: UTKFACE_RACES[int(utk.labels["race"][i])] for i in order}  # each face's own race
-    own = [i for i in order if asked_of[i] in ("Black", "Asian", "Indian") and asked_of[i] in names][:n]
+    asked_of = {i: race.classes[int(utk.labels["race"][i])] for i in order}  # each face's own race
+    own = [i for i in order if asked_of[i] in WHITENED and asked_of[i] in names][:n]
     if own:
-        want = torch.tensor([int(utk.labels["race"][i]) for i in own])  # (N,) UTKFace indices
+        want = torch.tensor([int(utk.labels["race"][i]) for i in own])  # (N,) the dataset's class indices
         asked = [asked_of[i] for i in own]
+        groups = ", ".join(c for c in race.classes if c in WHITENED)
         out["--race (own race)"] = {
-            "faces": len(own), "on": "UTKFace test faces of Black, Asian and Indian people, each asking "
-                                     "for the person's own race",
+            "faces": len(own), "on": f"{race.label} faces of {groups} people, each asking for the person's "
+                                     "own race",
             # the same search as Table 2's L_race row where a face is in both: its own race, per image
-            **_rates(run, "race", run.loader(utk, own), [f"utkface-test-{i}" for i in own],
+            **_rates(run, "race", run.loader(utk, own), [race.item(i) for i in own],
                      lambda idx, faces: Controls(f, run.align, cfg.control, race=[asked[j] for j in idx],
                                                  per_image=True),
                      lambda res: run.predict(run.race_judge, res) == want, items_used)}
