@@ -256,8 +256,9 @@ def test_lsiam_aligns_each_lookalike_by_its_recorded_landmarks(tmp_path):
     """A detected alignment's landmarks go into the manifest and L_siam's reader warps by them; a
     result with no face found (None), or from an older manifest (no key), takes the fixed warp."""
     from idpulse.align import FixedAlign, crop_template
+    from idpulse.data.preload import align_to_arcface
     from idpulse.imageio import save_png
-    from idpulse.training.extractor_loop import _load_siam, align_to_arcface
+    from idpulse.training.extractor_loop import _load_siam
 
     folder = tmp_path / "lookalikes" / "meta1"
     folder.mkdir(parents=True)

@@ -27,7 +27,7 @@ from torch import nn
 from .. import distributed as dist_utils
 from ..align import FixedAlign, build_align
 from ..config import at_least, check_resume, to_dict, write_run_info
-from ..data.preload import align_to_arcface, preload_aligned  # noqa: F401 (align_to_arcface: its old home)
+from ..data.preload import align_to_arcface, preload_aligned
 from ..errors import UserError
 from ..extractor import ArcFaceHead, FaceExtractor, angle_deg, save_extractor, similarity_loss
 from ..extractor.losses import best_angle_threshold
