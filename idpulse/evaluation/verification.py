@@ -33,7 +33,7 @@ class VerificationConfig:
 def verification(cfg: VerificationConfig, *, progress: bool = True) -> dict:
     from ..data import CelebA
     from ..data.preload import preload_aligned
-    from ..training.extractor_loop import same_diff_angles
+    from ..extractor.threshold import same_diff_angles
 
     device = resolve_device(cfg.device)
     f = load_extractor(cfg.extractor).to(device)

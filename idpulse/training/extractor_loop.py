@@ -30,7 +30,7 @@ from ..config import at_least, check_resume, to_dict, write_run_info
 from ..data.preload import align_to_arcface, preload_aligned
 from ..errors import UserError
 from ..extractor import ArcFaceHead, FaceExtractor, angle_deg, save_extractor, similarity_loss
-from ..extractor.losses import best_angle_threshold
+from ..extractor.threshold import estimate_threshold
 from ..generator.build import GeneratorConfig, build_generator
 from ..generator.weights import atomic_save, torch_load
 from ..precision import Precision, autocast
@@ -151,48 +151,6 @@ class Net(nn.Module):
 
 def _rng_state() -> dict:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist()}
-
-
-def same_diff_angles(f: FaceExtractor, faces: torch.Tensor, ids: list[int], n: int, seed: int,
-                     device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Angles under f of `n` random Same pairs (two photos of one identity) and `n` Diff pairs
-    of the aligned uint8 `faces` (N, 3, 112, 112) with identities `ids`; -> ((n,), (n,))."""
-    g = torch.Generator().manual_seed(seed)
-    by_id: dict[int, list[int]] = {}
-    for i, k in enumerate(ids):
-        by_id.setdefault(k, []).append(i)
-    multi = [v for v in by_id.values() if len(v) >= 2]
-    if not multi:
-        raise UserError("Same pairs need identities with at least two photos; none has")
-    same = []
-    for _ in range(n):
-        v = multi[int(torch.randint(len(multi), (1,), generator=g))]
-        a, b = torch.randperm(len(v), generator=g)[:2].tolist()
-        same.append((v[a], v[b]))
-    diff = []
-    while len(diff) < n:
-        a, b = torch.randint(len(ids), (2,), generator=g).tolist()
-        if ids[a] != ids[b]:
-            diff.append((a, b))
-    was = f.training
-    f.eval()
-    angles = []
-    with torch.no_grad():
-        for pairs in (same, diff):
-            idx = torch.tensor(pairs)
-            res = []
-            for s in range(0, len(idx), 256):
-                p = idx[s:s + 256]
-                res.append(angle_deg(f(_f32(faces[p[:, 0]], device)), f(_f32(faces[p[:, 1]], device))).cpu())
-            angles.append(torch.cat(res))
-    f.train(was)
-    return angles[0], angles[1]
-
-
-def estimate_threshold(f: FaceExtractor, faces: torch.Tensor, ids: list[int], n: int, seed: int,
-                       device) -> tuple[float, float]:
-    """theta_thr on Same/Diff pairs of the training faces (brute force); -> (theta, accuracy)."""
-    return best_angle_threshold(*same_diff_angles(f, faces, ids, n, seed, device))
 
 
 def training_loop(cfg: ExtractorTrainConfig) -> Path:

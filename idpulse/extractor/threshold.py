@@ -1,0 +1,54 @@
+"""theta_thr of Eq. 4: the angle that best separates Same from Diff pairs of training faces
+(the authors' calc-best-angle-threshold), re-estimated after each Algorithm 1 run; also the
+Same/Diff angles behind held-out verification."""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import UserError
+from .losses import angle_deg, best_angle_threshold
+from .model import FaceExtractor
+
+
+def same_diff_angles(f: FaceExtractor, faces: torch.Tensor, ids: list[int], n: int, seed: int,
+                     device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Angles under f of `n` random Same pairs (two photos of one identity) and `n` Diff pairs
+    of the aligned uint8 `faces` (N, 3, 112, 112) with identities `ids`; -> ((n,), (n,))."""
+    g = torch.Generator().manual_seed(seed)
+    by_id: dict[int, list[int]] = {}
+    for i, k in enumerate(ids):
+        by_id.setdefault(k, []).append(i)
+    multi = [v for v in by_id.values() if len(v) >= 2]
+    if not multi:
+        raise UserError("Same pairs need identities with at least two photos; none has")
+    same = []
+    for _ in range(n):
+        v = multi[int(torch.randint(len(multi), (1,), generator=g))]
+        a, b = torch.randperm(len(v), generator=g)[:2].tolist()
+        same.append((v[a], v[b]))
+    diff = []
+    while len(diff) < n:
+        a, b = torch.randint(len(ids), (2,), generator=g).tolist()
+        if ids[a] != ids[b]:
+            diff.append((a, b))
+    was = f.training
+    f.eval()
+    angles = []
+    with torch.no_grad():
+        for pairs in (same, diff):
+            idx = torch.tensor(pairs)
+            res = []
+            for s in range(0, len(idx), 256):
+                p = idx[s:s + 256]
+                a, b = (faces[p[:, k]].to(device).float() / 255.0 for k in (0, 1))  # (b, 3, 112, 112) in [0, 1]
+                res.append(angle_deg(f(a), f(b)).cpu())
+            angles.append(torch.cat(res))
+    f.train(was)
+    return angles[0], angles[1]
+
+
+def estimate_threshold(f: FaceExtractor, faces: torch.Tensor, ids: list[int], n: int, seed: int,
+                       device) -> tuple[float, float]:
+    """theta_thr on Same/Diff pairs of the training faces (brute force); -> (theta, accuracy)."""
+    return best_angle_threshold(*same_diff_angles(f, faces, ids, n, seed, device))
