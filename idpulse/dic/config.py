@@ -73,7 +73,7 @@ class DICLandmarksConfig:
 
     # largest distance (px of the stored crop) allowed between each of the 5 points derived from the 68
     # (eye centres, nose tip, mouth corners) and MTCNN's; on the 96 px shared crops (eyes ~22 px apart)
-    # 5 px keeps about 93% of CelebA
+    # 5 px keeps 97.7% of the 27,481 shared CelebA crops (4 px: 94.6%, 3 px: 82.7%; median error 2.1 px)
     max_error_px: float = at_least(0, 5.0)
     cache: str = "runs/dic_landmarks/celeba_68.npz"  # written by scripts/dic_landmarks.py, read by training
 
