@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from idpulse.config import ConfigError, load_config
+from idpulse.dic.config import DICFileConfig
 from idpulse.evaluation.tables import TablesConfig
 from idpulse.training.extractor_loop import ExtractorTrainConfig
 from idpulse.training.gan import GanTrainConfig
@@ -14,7 +15,8 @@ from idpulse.upscale import UpscaleConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 KINDS = {"upscale*.yaml": UpscaleConfig, "eval/*.yaml": TablesConfig,
-         "extractor/*.yaml": ExtractorTrainConfig, "generator/*.yaml": GanTrainConfig}
+         "extractor/*.yaml": ExtractorTrainConfig, "generator/*.yaml": GanTrainConfig,
+         "dic/*.yaml": DICFileConfig}
 FILES = [(p, cls) for pattern, cls in KINDS.items() for p in sorted(CONFIGS.glob(pattern))]
 
 
