@@ -35,7 +35,9 @@ def _check(tp, value, key: str):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise ConfigError(f"config key '{key}' must be a mapping, got {type(value).__name__}")
+            keys = [f.name for f in dataclasses.fields(tp)]
+            raise ConfigError(f"config key '{key}' is a section, not a {type(value).__name__}: set its keys, e.g. "
+                              f"--{key}.{keys[0]}=... (its keys: {', '.join(keys)})")
         return _build(tp, value, key + ".")
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)

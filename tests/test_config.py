@@ -63,3 +63,9 @@ def test_run_info_round_trips(tmp_path):
     again = load_config(Outer, tmp_path / "config.yaml")
     assert to_dict(again) == to_dict(cfg)
     assert "git_commit" in (tmp_path / "run.yaml").read_text()
+
+
+def test_a_value_where_a_section_belongs_names_the_section_and_its_keys():
+    """`--generator=PATH` where `generator:` is a section (as it became for the extractor's config)."""
+    with pytest.raises(ConfigError, match=r"'inner' is a section, not a str: .*--inner.steps=.*steps, eps, layers"):
+        load_config(Outer, None, ["--inner=fast"])
