@@ -141,3 +141,18 @@ def test_train_configs_hold_the_model_files_sections(size):
     train = load_config(DICTrainConfig, ROOT / "configs" / "dic" / f"train_celeba{size}.yaml")
     model = load_config(DICFileConfig, ROOT / "configs" / "dic" / f"celeba{size}.yaml")
     assert (train.model, train.data, train.landmarks) == (model.model, model.data, model.landmarks)
+
+
+def test_torchrun_two_ranks_on_cpu(data, tmp_path):
+    import os
+
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(ROOT / "scripts" / "train_dic.py"),
+           *_overrides(data, run, hg_iterations=2, iterations=2)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    st = torch.load(run / "state.pt", weights_only=True)
+    assert len(st["rng"]) == 2 and not torch.equal(st["rng"][0]["torch"], st["rng"][1]["torch"])
+    assert (st["stage"], st["iteration"]) == ("dic", 2)
+    assert "world_size: 2" in (run / "run.yaml").read_text()
+    load_dic(run / "dic.pt")
