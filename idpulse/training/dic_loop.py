@@ -216,7 +216,7 @@ def training_loop(cfg: DICTrainConfig) -> Path:
                 stopped_early = True
                 break
         bar.close()
-    # --- stage 2: DIC, Eq. (the paper's loss): sum_t L1(SR_t, HR) + 0.1 MSE(L_t, L_GT) ---
+    # --- stage 2: DIC under the paper's loss (dic_loss): sum_t L1(SR_t, HR) + 0.1 MSE(L_t, L_GT) ---
     if not stopped_early:
         model.train()
         bar = tqdm(total=cfg.iterations, initial=min(it, cfg.iterations), unit="it", desc="train DIC",
