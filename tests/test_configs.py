@@ -9,6 +9,7 @@ import pytest
 from idpulse.config import ConfigError, load_config
 from idpulse.dic.config import DICFileConfig
 from idpulse.evaluation.tables import TablesConfig
+from idpulse.training.dic_loop import DICTrainConfig
 from idpulse.training.extractor_loop import ExtractorTrainConfig
 from idpulse.training.gan import GanTrainConfig
 from idpulse.upscale import UpscaleConfig
@@ -16,7 +17,7 @@ from idpulse.upscale import UpscaleConfig
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 KINDS = {"upscale*.yaml": UpscaleConfig, "eval/*.yaml": TablesConfig,
          "extractor/*.yaml": ExtractorTrainConfig, "generator/*.yaml": GanTrainConfig,
-         "dic/*.yaml": DICFileConfig}
+         "dic/celeba*.yaml": DICFileConfig, "dic/train_*.yaml": DICTrainConfig}
 FILES = [(p, cls) for pattern, cls in KINDS.items() for p in sorted(CONFIGS.glob(pattern))]
 
 

@@ -4,6 +4,7 @@ no weights and touches no files."""
 
 from .config import DICConfig, DICDataConfig, DICFileConfig, DICLandmarksConfig
 from .model import DIC, AttentiveFusion, DICOutput, FeedbackBlock, component_heatmaps, dic_loss, gt_heatmaps
+from .weights import load_dic, save_dic
 
 __all__ = ["DIC", "AttentiveFusion", "DICConfig", "DICDataConfig", "DICFileConfig", "DICLandmarksConfig", "DICOutput",
-           "FeedbackBlock", "component_heatmaps", "dic_loss", "gt_heatmaps"]
+           "FeedbackBlock", "component_heatmaps", "dic_loss", "gt_heatmaps", "load_dic", "save_dic"]
