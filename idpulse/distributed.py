@@ -33,6 +33,19 @@ def init(device: str) -> torch.device:
     return dev
 
 
+def init_training(device: str, threads: int = 0) -> torch.device:
+    """`init`, plus what every training loop sets: the CPU thread count (0: torch's default) and,
+    on CUDA, TF32 matmuls and cuDNN autotuning."""
+    dev = init(device)
+    if threads:
+        torch.set_num_threads(threads)
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    return dev
+
+
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

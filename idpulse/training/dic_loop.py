@@ -29,7 +29,7 @@ from ..dic.model import DIC, DICOutput, dic_loss, gt_heatmaps
 from ..dic.weights import save_dic
 from ..errors import UserError
 from ..generator.weights import atomic_save, torch_load
-from .gan import _rng_state, _set_rng_state
+from .rng import rng_state, set_rng_state
 
 STAGES = ("hourglass", "dic")
 
@@ -107,15 +107,9 @@ def training_loop(cfg: DICTrainConfig) -> Path:
     cfg.model.check()
     if sorted(cfg.milestones) != cfg.milestones or any(m < 1 for m in cfg.milestones):
         raise ConfigError(f"config key 'milestones' must be increasing positive iterations, got {cfg.milestones}")
-    device = dist_utils.init(cfg.device)
+    device = dist_utils.init_training(cfg.device, cfg.threads)
     rank, world = dist_utils.rank(), dist_utils.world_size()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
     run = Path(cfg.run_dir)
     state_path = run / "state.pt"
 
@@ -136,7 +130,7 @@ def training_loop(cfg: DICTrainConfig) -> Path:
         opt.load_state_dict(st["opt"])
         sched.load_state_dict(st["sched"])
         stage, it, wall = STAGES.index(st["stage"]), st["iteration"], st["wall"]
-        _set_rng_state(st["rng"][rank] if rank < len(st["rng"]) else st["rng"][0], device)
+        set_rng_state(st["rng"][rank] if rank < len(st["rng"]) else st["rng"][0], device)
         if rank == 0:
             print(f"resuming {run} in stage {st['stage']} at iteration {it}")
     if world > 1:  # one set of weights on every rank (ranks draw their own batches)
@@ -162,10 +156,10 @@ def training_loop(cfg: DICTrainConfig) -> Path:
         st = {"model": model.state_dict(), "opt_hg": opt_hg.state_dict(), "opt": opt.state_dict(),
               "sched": sched.state_dict(), "stage": STAGES[stage], "iteration": it, "wall": wall,
               "config": to_dict(cfg)}
-        rngs = [_rng_state(device)]
+        rngs = [rng_state(device)]
         if world > 1:
             rngs = [None] * world
-            torch.distributed.all_gather_object(rngs, _rng_state(device))
+            torch.distributed.all_gather_object(rngs, rng_state(device))
         st["rng"] = rngs
         if rank == 0:
             atomic_save(st, state_path)

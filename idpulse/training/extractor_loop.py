@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -35,6 +34,7 @@ from ..generator.build import GeneratorConfig, build_generator
 from ..generator.weights import atomic_save, torch_load
 from ..precision import Precision, autocast
 from .lookalike import LookalikeConfig, build_lookalikes, pick_pairs, read_manifest
+from .rng import rng_state, set_rng_state
 
 
 @dataclass
@@ -149,10 +149,6 @@ class Net(nn.Module):
         return out
 
 
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist()}
-
-
 def training_loop(cfg: ExtractorTrainConfig) -> Path:
     """Runs (or resumes) Algorithm 2 in cfg.run_dir; returns the path of the exported `extractor.pt`."""
     from tqdm import tqdm
@@ -223,7 +219,7 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
         scaler.load_state_dict(saved["scaler"])
         st = saved["counters"]
         rng = saved["rng"][rank] if rank < len(saved["rng"]) else saved["rng"][0]
-        torch.set_rng_state(rng["torch"])
+        set_rng_state(rng, device)
         if rank == 0:
             print(f"resuming {run}: meta-epoch {st['meta_epoch']}, {st['phase']}, step {st['step']}")
     else:
@@ -237,10 +233,10 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
     f.config["theta_thr"] = st["theta_thr"]
 
     def save():
-        rngs = [_rng_state()]
+        rngs = [rng_state(device)]
         if world > 1:
             rngs = [None] * world
-            torch.distributed.all_gather_object(rngs, _rng_state())
+            torch.distributed.all_gather_object(rngs, rng_state(device))
         if rank == 0:
             atomic_save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                          "scaler": scaler.state_dict(), "counters": st, "rng": rngs, "config": to_dict(cfg)},

@@ -29,6 +29,7 @@ from ..generator.stylegan import Generator
 from ..generator.weights import atomic_save, save_generator, torch_load
 from .augment import diff_augment
 from .discriminator import Discriminator
+from .rng import rng_state, set_rng_state
 
 
 @dataclass
@@ -115,24 +116,6 @@ def _mixed_ws(G: Generator, z: torch.Tensor, p_mix: float) -> torch.Tensor:
     return ws
 
 
-def _rng_state(device: torch.device) -> dict:
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-        "numpy": np.random.get_state()[1].tolist(),
-        "python": repr(random.getstate()),
-    }
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and state.get("cuda") is not None:
-        torch.cuda.set_rng_state(state["cuda"], device)
-    np.random.seed(0)
-    st = np.random.get_state()
-    np.random.set_state((st[0], np.asarray(state["numpy"], dtype=np.uint32), *st[2:]))
-
-
 def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
     """(N, 3, H, W) in [-1, 1] -> a PNG grid."""
     from PIL import Image
@@ -152,15 +135,9 @@ def training_loop(cfg: GanTrainConfig) -> Path:
     """Trains (or resumes) in `cfg.run_dir`; returns the path of the exported `generator.pt`."""
     from tqdm import tqdm
 
-    device = dist_utils.init(cfg.device)
+    device = dist_utils.init_training(cfg.device, cfg.threads)
     rank, world = dist_utils.rank(), dist_utils.world_size()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
     run = Path(cfg.run_dir)
     state_path = run / "state.pt"
     mcfg = dataclasses.asdict(cfg.generator)
@@ -185,7 +162,7 @@ def training_loop(cfg: GanTrainConfig) -> Path:
         opt_G.load_state_dict(st["opt_G"])
         opt_D.load_state_dict(st["opt_D"])
         step, shown, wall = st["step"], st["shown"], st["wall"]
-        _set_rng_state(st["rng"][rank] if rank < len(st["rng"]) else st["rng"][0], device)
+        set_rng_state(st["rng"][rank] if rank < len(st["rng"]) else st["rng"][0], device)
         if rank == 0:
             print(f"resuming {run} at step {step} ({shown / 1000:.1f} kimg)")
     if device.type == "cuda" and cfg.channels_last:
@@ -220,10 +197,10 @@ def training_loop(cfg: GanTrainConfig) -> Path:
         st = {"G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
               "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
               "step": step, "shown": shown, "wall": wall, "config": to_dict(cfg)}
-        rngs = [_rng_state(device)]
+        rngs = [rng_state(device)]
         if world > 1:
             rngs = [None] * world
-            torch.distributed.all_gather_object(rngs, _rng_state(device))
+            torch.distributed.all_gather_object(rngs, rng_state(device))
         st["rng"] = rngs
         if rank == 0:
             atomic_save(st, state_path)
