@@ -243,6 +243,20 @@ class DetectedAlign(torch.nn.Module):
         return warp_affine(img, self._M.to(img.dtype), self.out_size)
 
 
+def reset_landmarks(align: torch.nn.Module) -> None:
+    """Makes a DetectedAlign forget its cached landmarks (a no-op for a fixed warp): they belong to
+    the rows of its last images (what a search's next step may reuse), not to any other images."""
+    if isinstance(align, DetectedAlign):
+        align.reset()
+
+
+def align_afresh(align: torch.nn.Module, img: torch.Tensor) -> torch.Tensor:
+    """`align(img)` for images that are not the next step of a search (targets, results to measure):
+    a DetectedAlign detects on them instead of warping them by another batch's landmarks."""
+    reset_landmarks(align)
+    return align(img)
+
+
 def build_align(mode: str, resolution: int, *, pulse_files: bool, detect_every: int = 1,
                 detect_size: int | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
     """The alignment of a generator's faces into the extractor's 112 px frame, on `device`:

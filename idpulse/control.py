@@ -18,6 +18,7 @@ from typing import ClassVar, Literal
 
 import torch
 
+from .align import align_afresh, reset_landmarks
 from .config import at_least
 from .errors import UserError
 from .extractor import FaceExtractor, angle_deg, similarity_loss
@@ -151,17 +152,10 @@ class Controls:
         return torch.cat([self.f.attr_head.requested_loss(feats[i * per:(i + 1) * per], req) if req
                           else feats.new_zeros(per) for i, req in enumerate(self.attrs)])
 
-    def _reset_align(self) -> None:
-        """Drops an alignment's cached landmarks (DetectedAlign with detect_every > 1): they belong
-        to the rows of the previous search or call."""
-        reset = getattr(self.align, "reset", None)
-        if callable(reset):
-            reset()
-
     def terms(self) -> list[LossTerm]:
         """The control terms of ONE search (call it once per search: a new search starts from
         fresh landmarks)."""
-        self._reset_align()
+        reset_landmarks(self.align)  # a new search: its own landmarks, not the last call's
         cache: dict = {}
 
         def feats(img):  # one forward of f per step, shared by the terms
@@ -200,9 +194,7 @@ class Controls:
     def describe(self, images: torch.Tensor) -> list[dict]:
         """Per image (B, 3, R, R): predicted race and attribute probabilities, angle to each target."""
         p = next(self.f.parameters())
-        self._reset_align()  # these images are not the search's last step: detect on them
-        feats = self.f(self.align(images.to(p.device, p.dtype)))
-        self._reset_align()
+        feats = self.f(align_afresh(self.align, images.to(p.device, p.dtype)))  # not a search's step
         out = [{} for _ in range(len(images))]
         if self.f.race_head is not None:
             p = self.f.race_head(feats).softmax(1)

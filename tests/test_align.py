@@ -159,3 +159,19 @@ def test_build_align_is_the_one_place_that_chooses():
         build_align("magic", 64, pulse_files=True)
     with pytest.raises(UserError, match="detect_every"):
         DetectedAlign(64, detect_every=0)
+
+
+def test_images_that_are_no_search_step_are_detected_afresh():
+    """Targets and results to measure have the shape of a search's rows: warping them by that
+    search's cached landmarks would align them by another face's points."""
+    from idpulse.align import align_afresh
+
+    stub = CountingDetector()
+    det = DetectedAlign(16, detector=stub, detect_every=10)
+    x, y = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    det(x)
+    det(x)
+    assert stub.calls == 1  # a search's steps reuse the landmarks
+    align_afresh(det, y)
+    assert stub.calls == 2  # other images of the same shape: detected on
+    assert torch.equal(align_afresh(FixedAlign(16), y), FixedAlign(16)(y))

@@ -58,7 +58,7 @@ def test_streamed_measures_match_one_batch_and_stay_batched():
     assert max(load.sizes) == 3 and torch.equal(pred, judge.predict(load.faces))
     ext, align = FaceExtractor(width=0.125).eval(), FixedAlign(32)
     load.sizes.clear()
-    feats = embed(ext, align, load, 7, 3, "cpu")
+    (feats,) = embed([ext], align, load, 7, 3, "cpu")
     assert max(load.sizes) == 3 and feats.shape == (7, 512)
     with torch.no_grad():
         direct = ext(align(load.faces))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from ..align import align_afresh
 from ..extractor import angle_deg
 from .table_cache import Loader
 
@@ -22,11 +23,18 @@ def _gather(fn, load: Loader, start: int, stop: int, batch: int, device) -> torc
 
 
 @torch.no_grad()
-def embed(ext, align, load: Loader, n: int, batch: int, device) -> torch.Tensor:
-    """Features of faces 0..n-1, f(align(x)): (n, 512) on `device`; the aligned 112 px crops of
-    EMBED_CHUNK faces at a time are held, the full-resolution faces `batch` at a time."""
-    return torch.cat([ext(_gather(align, load, s, min(s + EMBED_CHUNK, n), batch, device))
-                      for s in range(0, n, EMBED_CHUNK)])
+def embed(exts, align, load: Loader, n: int, batch: int, device) -> list[torch.Tensor]:
+    """Features of faces 0..n-1 under each extractor of `exts`, f(align(x)): [(n, 512)] on `device`.
+    Each face is read and aligned once for all of them (a detected alignment runs MTCNN); the
+    aligned 112 px crops of EMBED_CHUNK faces at a time are held, the full-resolution faces `batch`
+    at a time."""
+    feats = [[] for _ in exts]
+    for s in range(0, n, EMBED_CHUNK):
+        x = _gather(lambda y: align_afresh(align, y), load, s, min(s + EMBED_CHUNK, n), batch,
+                    device)  # (c, 3, 112, 112)
+        for out, ext in zip(feats, exts):
+            out.append(ext(x))
+    return [torch.cat(f) for f in feats]
 
 
 def angles(fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from typing import ClassVar, Literal
 import torch
 
 from .. import distributed as dist_utils
-from ..align import DetectedAlign, build_align
+from ..align import DetectedAlign, align_afresh, build_align
 from ..config import at_least, to_dict, write_run_info
 from ..control import ControlConfig, Controls, objective_text
 from ..data import FaceDataset
@@ -130,12 +130,15 @@ class _Run:
     def sim(self, ext):
         """controls_for of L_sim (Eq. 5) towards each face's own photo, under `ext`."""
         def controls_for(idx, faces):  # faces (b, 3, R, R): the photos whose thumbnails are searched
-            return Controls(ext, self.align, self.cfg.control, targets=self.align(faces), per_image=True)
+            return Controls(ext, self.align, self.cfg.control, targets=align_afresh(self.align, faces),
+                            per_image=True)
 
         return controls_for
 
-    def features(self, ext, load: Loader, n: int) -> torch.Tensor:
-        return embed(ext, self.align, load, n, self.cfg.batch, self.device)  # (n, 512)
+    def features(self, load: Loader, n: int) -> dict[str, torch.Tensor]:
+        """Features under f_arc and under f of faces 0..n-1, each face read and aligned once: name -> (n, 512)."""
+        return dict(zip(("f_arc", "f"), embed((self.f_arc, self.f), self.align, load, n, self.cfg.batch,
+                                              self.device)))
 
     def predict(self, judge, res: Results) -> torch.Tensor:
         return judge_predict(judge, res.load, len(res), self.cfg.batch, self.device)
@@ -172,15 +175,17 @@ def _table1(run: _Run, ds, same: list, diff: list, out: Path) -> tuple[dict, dic
     look_base, look_ours = run.row(photos, items, "sim_farc", run.sim(run.f_arc)), \
         run.row(photos, items, "sim_f", run.sim(run.f))
     n, sets = len(srcs), {}
-    for name, ext in (("f_arc", run.f_arc), ("f", run.f)):
-        src = run.features(ext, photos, n)
+    src, second = run.features(photos, n), run.features(seconds, n)
+    diff_a = run.features(run.loader(ds, [a for a, _ in diff]), len(diff))
+    diff_b = run.features(run.loader(ds, [b for _, b in diff]), len(diff))
+    res = {k: run.features(r.load, n) for k, r in (("plain", plain), ("base", look_base), ("ours", look_ours))}
+    for name in ("f_arc", "f"):
         sets[name] = {
-            "CelebA-Same": angles(src, run.features(ext, seconds, n)),
-            "CelebA-Diff": angles(run.features(ext, run.loader(ds, [a for a, _ in diff]), len(diff)),
-                                  run.features(ext, run.loader(ds, [b for _, b in diff]), len(diff))),
-            "PULSE-Pairs": angles(src, run.features(ext, plain.load, n)),
-            "Lookalike-Baseline": angles(src, run.features(ext, look_base.load, n)),
-            "Lookalike-Ours": angles(src, run.features(ext, look_ours.load, n)),
+            "CelebA-Same": angles(src[name], second[name]),
+            "CelebA-Diff": angles(diff_a[name], diff_b[name]),
+            "PULSE-Pairs": angles(src[name], res["plain"][name]),
+            "Lookalike-Baseline": angles(src[name], res["base"][name]),
+            "Lookalike-Ours": angles(src[name], res["ours"][name]),
         }
         if run.main:
             histogram_png(sets[name], out / f"appendix_b_{name}.png", f"angles under {name}")
@@ -257,7 +262,7 @@ def _table2(run: _Run, race: RaceFaces, g: torch.Generator) -> tuple[dict, list[
                                                    per_image=True)),
         "L_sim+L_race": ("sim_race", lambda idx, x: Controls(f, run.align, cfg.control,
                                                              race=[race_name(i) for i in idx],
-                                                             targets=run.align(x), per_image=True)),
+                                                             targets=align_afresh(run.align, x), per_image=True)),
     }
     for sname, (strategy, ctl) in strategies.items():
         res = run.row(faces, items, strategy, ctl)

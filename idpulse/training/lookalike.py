@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 
 from .. import distributed as dist_utils
+from ..align import align_afresh
 from ..config import at_least
 from ..imageio import save_png
 from ..pulse import downscale
@@ -53,10 +54,8 @@ def result_landmarks(align: torch.nn.Module, images: torch.Tensor) -> list[list[
 
     if isinstance(align, FixedAlign):
         return [crop_template(images.shape[-1]).tolist()] * len(images)
-    if hasattr(align, "reset"):  # detect afresh on these images, not reuse the search's last landmarks
-        align.reset()
     with torch.no_grad():
-        align(images)  # detects; the landmarks it used stay on the module
+        align_afresh(align, images)  # detects on these images; the landmarks it used stay on the module
     lm = align.last_landmarks.detach().cpu().double()  # (B, 5, 2), NaN where no face was found
     return [None if torch.isnan(p).any() else p.tolist() for p in lm]
 
@@ -145,7 +144,7 @@ def _search_kind(folder: Path, mpath: Path, records: list[dict], G, faces, pairs
         ctl = None
         if kind == "sim":  # Eq. 5 towards the source photo; only eps decides what is a lookalike
             sim = ControlConfig(sim_weight=cfg.sim_weight, sim_max=float("inf"))
-            ctl = Controls(extractor, align, sim, targets=align(src), per_image=True)
+            ctl = Controls(extractor, align, sim, targets=align_afresh(align, src), per_image=True)
         keys = [f"source-{pairs[i // 2][i % 2]}" for i in chunk]  # the same start in any chunk or rank
         res, ok, starts = controlled_search(G, thumbs, ctl, keys=keys, retries=cfg.retries, seed=seed,
                                             steps=cfg.steps, eps=cfg.eps, precision=cfg.precision)
