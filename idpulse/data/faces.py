@@ -258,16 +258,19 @@ RACE_DATASETS = {
 }
 
 
-def race_dataset(name: str, root: str | Path | None, *, split: str, size: int = 0,
-                 frame: bool = False) -> tuple[FaceDataset, list[str]]:
+def race_dataset(name: str, root: str | Path | None, *, split: str, size: int = 0, frame: bool = False,
+                 data_root: str | Path | None = None) -> tuple[FaceDataset, list[str]]:
     """The race data a config names: (dataset with `race` labels, its class names). `split` is
     "train" or "test" (a dataset's held-out part: UTKFace's test split, FairFace's val); `root`
-    defaults to the shared UTKFace (FairFace has no default: it is not in the shared data)."""
+    (a config's `race_root`) defaults to `data_root/utkface`, else the shared UTKFace (FairFace has
+    no default: it is not in the shared data)."""
     if name not in RACE_DATASETS:
         raise UserError(f"unknown race data {name!r} (use one of {', '.join(RACE_DATASETS)})")
     read, classes, held_out = RACE_DATASETS[name]
     if split not in ("train", "test"):
         raise ValueError(f"split must be train or test, not {split!r}")
+    if (root is None or str(root) == "") and data_root and name == "utkface":
+        root = Path(data_root) / "utkface"
     if root is None or str(root) == "":
         if name != "utkface":
             raise UserError(f"race data {name!r} needs its folder: give race_root=PATH")

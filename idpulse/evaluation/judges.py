@@ -119,9 +119,8 @@ def _data(cfg: JudgeConfig):
     root = Path(cfg.data_root) if cfg.data_root else None
     if cfg.kind == "race":
         # framed at 96 px (the crops' own size), so the judge's box is cut from full-resolution pixels
-        race_root = cfg.race_root or (root / "utkface" if root and cfg.race_data == "utkface" else None)
-        train, names = race_dataset(cfg.race_data, race_root, split="train", size=96, frame=True)
-        test, _ = race_dataset(cfg.race_data, race_root, split="test", size=96, frame=True)
+        train, names = race_dataset(cfg.race_data, cfg.race_root, split="train", size=96, frame=True, data_root=root)
+        test, _ = race_dataset(cfg.race_data, cfg.race_root, split="test", size=96, frame=True, data_root=root)
         return train, test, names, (lambda ds: torch.tensor(ds.labels["race"]))
     ds = CelebA(root / "celeba" if root else None, split="all", size=cfg.size, require_attributes=True)
     test_idx = [i for i, f in enumerate(ds.files) if held_out(f.name)]

@@ -229,8 +229,8 @@ def race_faces(cfg: TablesConfig, root: Path | None, resolution: int, judge_name
     """The race data the config names; its classes must be the race judge's."""
     from ..data import RACE_DATASETS, race_dataset
 
-    race_root = cfg.race_root or (root / "utkface" if root and cfg.race_data == "utkface" else None)
-    ds, classes = race_dataset(cfg.race_data, race_root, split="test", size=resolution, frame=True)
+    ds, classes = race_dataset(cfg.race_data, cfg.race_root, split="test", size=resolution, frame=True,
+                               data_root=root)
     if list(judge_names) != list(classes):
         raise UserError(f"the race judge {cfg.race_judge} knows {', '.join(judge_names)}; race_data "
                         f"{cfg.race_data!r} has {', '.join(classes)}: give a judge trained on it "

@@ -194,8 +194,7 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
     attr_idx_t = torch.tensor(attr_idx, dtype=torch.long)
     race_faces, race_y, race_classes = None, None, None
     if cfg.use_race:
-        race_root = cfg.race_root or (root / "utkface" if root and cfg.race_data == "utkface" else None)
-        race_ds, race_classes = race_dataset(cfg.race_data, race_root, split="train")
+        race_ds, race_classes = race_dataset(cfg.race_data, cfg.race_root, split="train", data_root=root)
         race_faces, race_labels = preload_aligned(race_ds, cfg.max_images, f"race faces ({cfg.race_data})",
                                                   cache_dir=run / "cache")
         race_y = torch.tensor([int(lb["race"]) for lb in race_labels])
