@@ -75,21 +75,20 @@ def phase_search(G, device, args) -> list[dict]:
 
 
 def train_rate(device, precision: str, args) -> dict:
-    """Extractor training img/s at one precision: the backbone forward/backward with ArcFace, SGD."""
-    from idpulse.extractor import ArcFaceHead, FaceExtractor
-    from idpulse.precision import autocast
+    """Extractor training img/s at one precision: Algorithm 1's step as the training loop takes it
+    (its `Net`: the backbone under the precision's autocast, ArcFace in fp32), with SGD."""
+    from idpulse.extractor import FaceExtractor
+    from idpulse.training.extractor_loop import ExtractorTrainConfig, Net
 
     torch.manual_seed(0)
-    f = FaceExtractor(backbone=args.backbone, width=args.width).to(device).train()
-    head = ArcFaceHead(args.identities).to(device)
-    opt = torch.optim.SGD([*f.parameters(), *head.parameters()], lr=0.1, momentum=0.9, weight_decay=5e-4)
-    x = torch.rand(args.batch, 3, 112, 112, device=device)
-    y = torch.randint(args.identities, (args.batch,), device=device)
+    f = FaceExtractor(backbone=args.backbone, width=args.width)
+    net = Net(f, args.identities, ExtractorTrainConfig(precision=precision)).to(device).train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    batch = {"arc_x": torch.rand(args.batch, 3, 112, 112, device=device),
+             "arc_y": torch.randint(args.identities, (args.batch,), device=device)}
 
     def step():
-        with autocast(device, precision):
-            feats = f(x)
-        loss = head(feats.float(), y)  # the loss in fp32
+        loss = net(batch, 65.0, 10.0)["arc"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

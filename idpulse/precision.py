@@ -50,6 +50,11 @@ def bf16_is_fast(device: torch.device | str) -> bool:
     return True
 
 
+def uses_bf16(precision: str, device: torch.device) -> bool:
+    """The training loops' `precision: auto | fp32 | bf16`: auto is bf16 on CUDA, fp32 elsewhere."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
 def autocast(device: torch.device | str, precision: str):
     """The context for a network's forward pass: bf16 autocast on `device`'s type, or (fp32) a no-op
     context, so that an fp32 run is bit-identical to one without this switch."""

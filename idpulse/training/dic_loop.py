@@ -29,6 +29,7 @@ from ..dic.model import DIC, DICOutput, dic_loss, gt_heatmaps
 from ..dic.weights import save_dic
 from ..errors import UserError
 from ..generator.weights import atomic_save, torch_load
+from ..precision import uses_bf16
 from .rng import rng_state, set_rng_state
 
 STAGES = ("hourglass", "dic")
@@ -109,7 +110,7 @@ def training_loop(cfg: DICTrainConfig) -> Path:
         raise ConfigError(f"config key 'milestones' must be increasing positive iterations, got {cfg.milestones}")
     device = dist_utils.init_training(cfg.device, cfg.threads)
     rank, world = dist_utils.rank(), dist_utils.world_size()
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    use_bf16 = uses_bf16(cfg.precision, device)
     run = Path(cfg.run_dir)
     state_path = run / "state.pt"
 

@@ -27,6 +27,7 @@ from ..config import at_least, check_resume, to_dict, write_run_info
 from ..errors import UserError
 from ..generator.stylegan import Generator
 from ..generator.weights import atomic_save, save_generator, torch_load
+from ..precision import uses_bf16
 from .augment import diff_augment
 from .discriminator import Discriminator
 from .rng import rng_state, set_rng_state
@@ -137,7 +138,7 @@ def training_loop(cfg: GanTrainConfig) -> Path:
 
     device = dist_utils.init_training(cfg.device, cfg.threads)
     rank, world = dist_utils.rank(), dist_utils.world_size()
-    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    use_bf16 = uses_bf16(cfg.precision, device)
     run = Path(cfg.run_dir)
     state_path = run / "state.pt"
     mcfg = dataclasses.asdict(cfg.generator)
