@@ -5,7 +5,8 @@ import json
 from conftest import need_shared
 
 from idpulse.config import load_config
-from idpulse.evaluation.generator_report import GeneratorReportConfig, generator_report, wilson
+from idpulse.evaluation.generator_report import GeneratorReportConfig, generator_report
+from idpulse.evaluation.stats import wilson
 
 
 def test_wilson_interval():

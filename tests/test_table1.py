@@ -1,6 +1,7 @@
 import torch
 
-from idpulse.evaluation.table1 import histogram_png, mean_sd_ci, one_threshold_accuracy, table1
+from idpulse.evaluation.stats import mean_sd_ci
+from idpulse.evaluation.table1 import histogram_png, one_threshold_accuracy, table1
 
 
 def _sets(shift):

@@ -8,7 +8,6 @@ with `num_seeds` seeds; a face counts as matched if some seed's L_DS is within e
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from ..distributed import resolve_device
 from ..generator.build import GeneratorConfig, build_generator
 from ..pulse import downscale, pulse_search
 from ..pulse.config import PulseConfig
+from .stats import wilson
 
 
 @dataclass
@@ -34,17 +34,6 @@ class GeneratorReportConfig:
     sample_seed: int = 0
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     pulse: PulseConfig = field(default_factory=PulseConfig)
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion k/n."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
 
 
 def held_out_faces(cfg: GeneratorReportConfig, resolution: int) -> tuple[torch.Tensor, list[str]]:

@@ -9,27 +9,16 @@ all sets) and reports the accuracy on each set.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..extractor.losses import best_angle_threshold
+from .stats import mean_sd_ci
 
 PAPER_TABLE1 = {  # mean +- SD of the angle, f_arc vs f (PAPER_NOTES section 4)
     "CelebA-Same": ((51.5, 13.4), (51.4, 12.2)), "CelebA-Diff": ((89.8, 4.4), (88.9, 5.3)),
     "PULSE-Pairs": ((81.3, 5.9), (92.0, 5.4)), "Lookalike-Baseline": ((76.3, 6.0), (90.0, 5.4)),
     "Lookalike-Ours": ((45.7, 6.1), (34.8, 3.8)),
 }
-
-
-def mean_sd_ci(angles: torch.Tensor) -> dict:
-    """Mean, SD and the 95% confidence interval of the mean (normal approximation)."""
-    a = angles.double()
-    n = len(a)
-    mean = float(a.mean())
-    sd = float(a.std()) if n > 1 else 0.0
-    h = 1.96 * sd / math.sqrt(n) if n > 1 else float("nan")
-    return {"mean": mean, "sd": sd, "n": n, "ci95": (mean - h, mean + h)}
 
 
 def one_threshold_accuracy(sets: dict[str, torch.Tensor], fit_on: list[str], same: str = "CelebA-Same") -> dict:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import torch
 
 from ..control import Controls
+from .stats import wilson
 from .table_stream import distances, judge_predict
 
 
 def proportion_ci(k: int, n: int) -> tuple[float, float]:
-    from .generator_report import wilson
-
     return wilson(k, n)
 
 
@@ -35,11 +34,15 @@ def requests_table(run, celeba, race, identity_judge, g: torch.Generator, pairs,
 
 
 def _rates(run, strategy, load, items, controls_for, sees, items_used) -> dict:
-    """Plain PULSE's and the control's rows on the faces `load` gives; sees(Results) -> (N,) 0/1."""
+    """Plain PULSE's and the control's rows on the faces `load` gives, and DIC's where the run has one
+    (a baseline that takes no request); sees(Results) -> (N,) 0/1."""
     row = {}
     items_used[strategy] = items
-    for sname, strat, ctl in (("PULSE", "pulse", lambda idx, faces: None), ("control", strategy, controls_for)):
-        res = run.row(load, items, strat, ctl)
+    results = {sname: run.row(load, items, strat, ctl) for sname, strat, ctl in
+               (("PULSE", "pulse", lambda idx, faces: None), ("control", strategy, controls_for))}
+    if run.dic is not None:
+        results["DIC"] = run.dic_row(load, len(items))
+    for sname, res in results.items():
         seen, ok = sees(res).bool(), res.accepted
         k, m, n_faces = int(seen.sum()), int((seen & ok).sum()), len(items)
         row[sname] = {"rate": k / n_faces, "ci95": proportion_ci(k, n_faces),

@@ -16,8 +16,7 @@ from ..config import at_least
 from ..distributed import resolve_device
 from ..extractor import load_extractor
 from ..extractor.losses import best_angle_threshold
-from .generator_report import wilson
-from .table1 import mean_sd_ci
+from .stats import mean_sd_ci, wilson
 
 
 @dataclass
