@@ -156,3 +156,65 @@ def test_torchrun_two_ranks_on_cpu(data, tmp_path):
     assert (st["stage"], st["iteration"]) == ("dic", 2)
     assert "world_size: 2" in (run / "run.yaml").read_text()
     load_dic(run / "dic.pt")
+
+
+def _gan(tmp_path, **kw):
+    """Overrides of a tiny DICGAN stage (F: a random tiny extractor, D: a narrow discriminator)."""
+    from idpulse.extractor import FaceExtractor, save_extractor
+
+    f = tmp_path / "f.pt"
+    if not f.exists():
+        torch.manual_seed(0)
+        save_extractor(FaceExtractor(width=0.125), f)
+    return {"gan.enabled": True, "gan.iterations": 2, "gan.feature_net": f, "gan.d_fmap_base": 64,
+            "gan.d_fmap_max": 16, "gan.milestones": [1], **kw}
+
+
+def test_dicgan_fine_tunes_the_sr_branch_with_the_hourglass_frozen(data, tmp_path):
+    dic = _weights(_train(data, tmp_path / "dic"))
+    gan = _weights(_train(data, tmp_path / "gan", **_gan(tmp_path)))
+    st = torch.load(tmp_path / "gan" / "state.pt", weights_only=True)
+    assert (st["stage"], st["iteration"]) == ("dicgan", 2)
+    assert st["gan"]["sched_g"]["last_epoch"] == 2
+    assert st["gan"]["opt_d"]["param_groups"][0]["lr"] == pytest.approx(5e-5)
+    assert st["gan"]["D"]  # the discriminator is saved with the run
+    hg = [k for k in dic if k.startswith("hourglass.")]
+    assert all(torch.equal(dic[k], gan[k]) for k in hg)  # the same first two stages, then the hourglass frozen
+    assert not torch.equal(dic["stem.0.0.weight"], gan["stem.0.0.weight"])  # the SR branch fine-tuned
+    meta = torch.load(tmp_path / "gan" / "dic.pt", weights_only=True)["meta"]
+    assert meta["dicgan_iterations"] == 2 and meta["iterations"] == 6
+    # from a trained DIC: stages 1-2 are skipped, the DIC's weights are the start
+    init = tmp_path / "dic" / "dic.pt"
+    from_init = _weights(_train(data, tmp_path / "init", hg_iterations=0, iterations=0,
+                                **_gan(tmp_path, **{"gan.init": init})))
+    assert all(torch.equal(dic[k], from_init[k]) for k in hg)  # the trained DIC's hourglass, kept frozen
+    assert not torch.equal(dic["stem.0.0.weight"], from_init["stem.0.0.weight"])
+    st = torch.load(tmp_path / "init" / "state.pt", weights_only=True)
+    assert (st["stage"], st["iteration"]) == ("dicgan", 2)
+
+
+def test_dicgan_resumes_to_the_same_weights(data, tmp_path, monkeypatch):
+    full = _weights(_train(data, tmp_path / "full", **_gan(tmp_path)))
+    with monkeypatch.context() as m:
+        _stopped_after_saves(m, 10)  # 3 pretraining + 6 DIC checkpoints, then DICGAN's first
+        with pytest.raises(KeyboardInterrupt):
+            _train(data, tmp_path / "stopped", **_gan(tmp_path))
+    st = torch.load(tmp_path / "stopped" / "state.pt", weights_only=True)
+    assert (st["stage"], st["iteration"]) == ("dicgan", 1)
+    resumed = _weights(_train(data, tmp_path / "stopped", **_gan(tmp_path)))
+    for k in full:
+        assert torch.equal(full[k], resumed[k]), k
+    a = torch.load(tmp_path / "full" / "state.pt", weights_only=True)["gan"]
+    b = torch.load(tmp_path / "stopped" / "state.pt", weights_only=True)["gan"]
+    for k in a["D"]:
+        assert torch.equal(a["D"][k], b["D"][k]), k
+
+
+def test_a_state_from_before_dicgan_resumes(data, tmp_path):
+    run = tmp_path / "run"
+    _train(data, run, iterations=2)
+    st = torch.load(run / "state.pt", weights_only=True)
+    del st["config"]["gan"]  # as a run started before the gan section existed saved it
+    torch.save(st, run / "state.pt")
+    _train(data, run, iterations=3)
+    assert torch.load(run / "state.pt", weights_only=True)["iteration"] == 3

@@ -2,7 +2,9 @@
 
 Two stages, as in the official code: (1) the feedback hourglass alone is pretrained on HR faces
 (MSE to the ground-truth heatmaps), (2) the whole DIC is trained with `dic_loss` (Adam, lr halved
-at the milestones), the pretrained hourglass frozen for its first `freeze_hourglass` iterations.
+at the milestones), the pretrained hourglass frozen for its first `freeze_hourglass` iterations;
+and with `gan.enabled` a third, (3) DICGAN: the trained DIC fine-tuned with a feature loss and a GAN
+loss against a discriminator (`dicgan.py`), after stage 2 or from a trained dic.pt (`gan.init`).
 LR inputs are PULSE's own bicubic thumbnails of the HR faces (`idpulse.pulse.downsample.downscale`).
 
 `training_loop(cfg)` is the whole job; `scripts/train_dic.py` only parses and calls it. The run
@@ -30,9 +32,10 @@ from ..dic.weights import save_dic
 from ..errors import UserError
 from ..generator.weights import atomic_save, torch_load
 from ..precision import uses_bf16
+from .dicgan import DICGANConfig, FeatureNet, build_discriminator, discriminator_loss, generator_loss
 from .rng import rng_state, set_rng_state
 
-STAGES = ("hourglass", "dic")
+STAGES = ("hourglass", "dic", "dicgan")
 
 
 @dataclass
@@ -63,10 +66,12 @@ class DICTrainConfig:
     checkpoint_every: int = at_least(1, 1000)  # iterations (either stage)
     log_every: int = at_least(1, 50)  # iterations
     max_minutes: float = 0.0  # stop cleanly (with a checkpoint) after this long; 0 = no limit
+    gan: DICGANConfig = field(default_factory=DICGANConfig)  # stage 3, DICGAN (off by default)
 
 
 # settings a resumed run may change: where it runs, how often it logs and saves, how long stage 2 goes on
-RESUMABLE_CHANGES = {"device", "threads", "checkpoint_every", "log_every", "max_minutes", "iterations", "run_dir"}
+RESUMABLE_CHANGES = {"device", "threads", "checkpoint_every", "log_every", "max_minutes", "iterations", "run_dir",
+                     "gan.iterations"}
 
 
 def _load_data(cfg: DICTrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -123,10 +128,17 @@ def training_loop(cfg: DICTrainConfig) -> Path:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg.milestones, gamma=cfg.lr_gamma)
     stage, it, wall = 0, 0, 0.0  # stage index into STAGES; `it` counts iterations within the stage
+    gan = None
+    if cfg.gan.enabled:
+        with torch.random.fork_rng(devices=[]):  # D's init must not move the stream stages 1-2 draw from
+            gan = _GAN(cfg, model, device)
     if state_path.is_file():
         st = torch_load(state_path, "training state")
-        check_resume(st["config"], cfg, state_path, RESUMABLE_CHANGES)
+        # a state saved before DICGAN existed was a run without it
+        check_resume({"gan": to_dict(DICGANConfig()), **st["config"]}, cfg, state_path, RESUMABLE_CHANGES)
         model.load_state_dict(st["model"])
+        if gan is not None and "gan" in st:
+            gan.load_state_dict(st["gan"])
         opt_hg.load_state_dict(st["opt_hg"])
         opt.load_state_dict(st["opt"])
         sched.load_state_dict(st["sched"])
@@ -134,8 +146,15 @@ def training_loop(cfg: DICTrainConfig) -> Path:
         set_rng_state(st["rng"][rank] if rank < len(st["rng"]) else st["rng"][0], device)
         if rank == 0:
             print(f"resuming {run} in stage {st['stage']} at iteration {it}")
+    elif gan is not None and cfg.gan.init:  # DICGAN from a trained DIC: stages 1-2 were that DIC's
+        from ..dic.weights import load_dic
+
+        model.load_state_dict(load_dic(cfg.gan.init).state_dict())
+        stage = 2
     if world > 1:  # one set of weights on every rank (ranks draw their own batches)
         dist_utils.broadcast_module(model)
+        if gan is not None:
+            dist_utils.broadcast_module(gan.D)
 
     images, landmarks = _load_data(cfg)
     writer = None
@@ -157,6 +176,8 @@ def training_loop(cfg: DICTrainConfig) -> Path:
         st = {"model": model.state_dict(), "opt_hg": opt_hg.state_dict(), "opt": opt.state_dict(),
               "sched": sched.state_dict(), "stage": STAGES[stage], "iteration": it, "wall": wall,
               "config": to_dict(cfg)}
+        if gan is not None:
+            st["gan"] = gan.state_dict()
         rngs = [rng_state(device)]
         if world > 1:
             rngs = [None] * world
@@ -212,7 +233,7 @@ def training_loop(cfg: DICTrainConfig) -> Path:
                 break
         bar.close()
     # --- stage 2: DIC under the paper's loss (dic_loss): sum_t L1(SR_t, HR) + 0.1 MSE(L_t, L_GT) ---
-    if not stopped_early:
+    if not stopped_early and stage == 1:
         model.train()
         bar = tqdm(total=cfg.iterations, initial=min(it, cfg.iterations), unit="it", desc="train DIC",
                    disable=rank != 0, dynamic_ncols=True)
@@ -251,14 +272,44 @@ def training_loop(cfg: DICTrainConfig) -> Path:
                 break
         bar.close()
         hg.requires_grad_(True)
+    # --- stage 3 (gan.enabled): DICGAN, dic_loss + feature loss + GAN loss (dicgan.py) ---
+    if not stopped_early and gan is not None:
+        if stage == 1:  # stage 2 is done
+            stage, it = 2, 0
+        model.train()
+        hg.requires_grad_(cfg.gan.train_hourglass)
+        bar = tqdm(total=cfg.gan.iterations, initial=min(it, cfg.gan.iterations), unit="it", desc="train DICGAN",
+                   disable=rank != 0, dynamic_ncols=True)
+        while it < cfg.gan.iterations:
+            t0 = time.time()
+            hr, heat = batch()
+            parts = gan.step(hr, heat, downscale(hr, cfg.model.lr_size), autocast)
+            it += 1
+            wall += time.time() - t0
+            bar.update(1)
+            if rank == 0 and it % cfg.log_every == 0:
+                for k, v in parts.items():
+                    writer.add_scalar(f"dicgan/{k}", v, it)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in parts.items()})
+            stop = stop_now()
+            if it % cfg.checkpoint_every == 0 or it >= cfg.gan.iterations or stop:
+                save_state()
+            if stop and it < cfg.gan.iterations:
+                stopped_early = True
+                break
+        bar.close()
+        hg.requires_grad_(True)
     if rank == 0 and not state_path.is_file():
         save_state()  # a run with nothing to do still leaves a state to resume from
     out_path = run / "dic.pt"
     if rank == 0 and not stopped_early:
-        save_dic(model, out_path, meta={"iterations": it, "hg_iterations": cfg.hg_iterations, "train_seconds": wall,
+        save_dic(model, out_path, meta={"iterations": cfg.iterations, "hg_iterations": cfg.hg_iterations,
+                                        "dicgan_iterations": cfg.gan.iterations if gan is not None else 0,
+                                        "dicgan_init": cfg.gan.init if gan is not None else "", "train_seconds": wall,
                                         "data": cfg.data.data, "split": cfg.split, "device": str(device),
                                         "world_size": world, "images": int(images.shape[0])})
-        print(f"saved {out_path} ({it} DIC iterations, {wall / 60:.1f} min of training)")
+        print(f"saved {out_path} ({cfg.iterations} DIC iterations{f', {it} DICGAN' if gan is not None else ''}, "
+              f"{wall / 60:.1f} min of training)")
     elif rank == 0:
         print(f"stopped after {cfg.max_minutes} min in stage {STAGES[stage]} at iteration {it}; run again to resume")
     if writer is not None:
@@ -266,3 +317,50 @@ def training_loop(cfg: DICTrainConfig) -> Path:
     dist_utils.barrier()
     dist_utils.shutdown()
     return out_path
+
+
+class _GAN:
+    """Stage 3's own parts: the discriminator, F, both optimisers and schedules (DICGANConfig)."""
+
+    def __init__(self, cfg: DICTrainConfig, model: DIC, device: torch.device):
+        g = cfg.gan
+        if sorted(g.milestones) != g.milestones or any(m < 1 for m in g.milestones):
+            raise ConfigError(f"config key 'gan.milestones' must be increasing positive iterations, got {g.milestones}")
+        self.cfg, self.model, self.heatmap_weight = g, model, cfg.heatmap_weight
+        self.D = build_discriminator(g, cfg.model.hr_size).to(device)
+        self.feat = FeatureNet(g.feature_net, cfg.model.hr_size).to(device)
+        self.opt_g = torch.optim.Adam([p for n, p in model.named_parameters()
+                                       if g.train_hourglass or not n.startswith("hourglass.")], lr=g.lr_g)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=g.lr_d)
+        self.sched_g = torch.optim.lr_scheduler.MultiStepLR(self.opt_g, milestones=g.milestones, gamma=g.lr_gamma)
+        self.sched_d = torch.optim.lr_scheduler.MultiStepLR(self.opt_d, milestones=g.milestones, gamma=g.lr_gamma)
+
+    def state_dict(self) -> dict:
+        return {"D": self.D.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict()}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.D.load_state_dict(st["D"])
+        for name in ("opt_g", "opt_d", "sched_g", "sched_d"):
+            getattr(self, name).load_state_dict(st[name])
+
+    def step(self, hr: torch.Tensor, heat: torch.Tensor, lr_img: torch.Tensor, autocast) -> dict[str, float]:
+        """One DICGAN iteration: the generator (DIC) against a frozen D, then D against the new results."""
+        self.D.requires_grad_(False)
+        with autocast:
+            out = self.model(lr_img)
+        out = DICOutput([s.float() for s in out.sr], [h.float() for h in out.heatmaps])
+        loss_g, parts = generator_loss(out, hr, heat, self.D, self.feat, self.cfg, self.heatmap_weight)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        dist_utils.average_gradients(self.model)
+        self.opt_g.step()
+        self.D.requires_grad_(True)
+        loss_d = discriminator_loss(self.D, hr, out.sr[-1])
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        dist_utils.average_gradients(self.D)
+        self.opt_d.step()
+        self.sched_g.step()
+        self.sched_d.step()
+        return {**parts, "gan_d": loss_d.item()}
