@@ -1,4 +1,5 @@
-"""The upscaling job behind `scripts/upscale.py`: inputs -> thumbnails -> PULSE search -> files.
+"""The upscaling job behind `scripts/upscale.py`: inputs -> thumbnails -> PULSE search -> files
+(`--method dic`: the supervised DIC baseline instead, one face per input: `upscale_dic.py`).
 
 Per input `X.png` it writes into `<out>/X/`: `thumbnail.png` (what was matched), one
 `seed<k>.png` per seed, `grid.png` (thumbnail, bicubic, results), `result.json` (final
@@ -15,11 +16,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from .config import ConfigError, at_least, write_run_info
 from .control import ControlConfig, Controls, controlled_search, objective_text
+from .dic.config import DICUseConfig
 from .distributed import resolve_device
 from .errors import UserError
 from .generator.build import GeneratorConfig, _resolve, build_generator, record_architecture
@@ -48,6 +51,8 @@ class RequestConfig:
 
 @dataclass
 class UpscaleConfig:
+    # pulse: the search (random starts, requests); dic: the supervised DIC baseline (one face per input)
+    method: Literal["pulse", "dic"] = "pulse"
     device: str = "cpu"  # cpu, cuda, cuda:N or auto
     out: str = "out"
     batch_images: int = at_least(1, 8)  # thumbnails searched together (times num_seeds rows)
@@ -56,6 +61,7 @@ class UpscaleConfig:
     input: InputConfig = field(default_factory=InputConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     request: RequestConfig = field(default_factory=RequestConfig)
+    dic: DICUseConfig = field(default_factory=DICUseConfig)
 
 
 @dataclass
@@ -128,12 +134,14 @@ def _write_json(obj, path: Path) -> None:
 
 def save_results(thumbs: list[Thumbnail], res: PulseResult, out: Path, resolution: int, seeds: torch.Tensor,
                  accepted: torch.Tensor, described: list[list[dict]] | None = None,
-                 compare: list[tuple[str, torch.Tensor]] = (), objective: str = "") -> list[dict]:
+                 compare: list[tuple[str, torch.Tensor]] = (), objective: str = "",
+                 baselines: list[tuple[str, torch.Tensor]] = ()) -> list[dict]:
     """Writes each thumbnail's images, grids and result.json; returns the JSON records.
 
     seeds, accepted (N, S): the start number behind each kept result and whether it passed; described:
     per image and seed, the extractor's report; compare: (label, (N, 3, R, R)) columns of the
-    comparison grid (plain PULSE and each control)."""
+    comparison grid (plain PULSE and each control); baselines: (label, (N, 3, R, R)) columns that
+    both grids show after bicubic (DIC)."""
     records = []
     for i, th in enumerate(thumbs):
         folder = out / th.name
@@ -142,7 +150,8 @@ def save_results(thumbs: list[Thumbnail], res: PulseResult, out: Path, resolutio
         up_nearest = torch.nn.functional.interpolate(th.image[None], size=resolution, mode="nearest")[0]
         up_bicubic = torch.nn.functional.interpolate(th.image[None], size=resolution, mode="bicubic",
                                                      align_corners=False)[0].clamp(0, 1)
-        per_seed, tiles, labels = [], [up_nearest, up_bicubic], ["input", "bicubic"]
+        base_tiles, base_labels = [imgs[i] for _, imgs in baselines], [label for label, _ in baselines]
+        per_seed, tiles, labels = [], [up_nearest, up_bicubic, *base_tiles], ["input", "bicubic", *base_labels]
         for k in range(res.images.shape[1]):
             seed = int(seeds[i, k])
             fname = f"seed{seed}.png"
@@ -159,8 +168,9 @@ def save_results(thumbs: list[Thumbnail], res: PulseResult, out: Path, resolutio
             labels.append(f"s{seed} {'ok' if ok else 'x'}")
         make_grid(tiles, labels).save(folder / "grid.png")
         if compare:
-            cols = [up_nearest, up_bicubic] + [imgs[i] for _, imgs in compare]
-            make_grid(cols, ["input", "bicubic"] + [label for label, _ in compare]).save(folder / "compare.png")
+            cols = [up_nearest, up_bicubic, *base_tiles] + [imgs[i] for _, imgs in compare]
+            make_grid(cols, ["input", "bicubic", *base_labels] + [label for label, _ in compare]).save(
+                folder / "compare.png")
         if res.frames:  # one row per seed, one column per saved step
             frames = [f[i, k] for k in range(res.images.shape[1]) for _, f in res.frames]
             make_grid(frames, [f"step {s}" for _ in range(res.images.shape[1]) for s, _ in res.frames],
@@ -227,13 +237,64 @@ def build_controls(cfg: UpscaleConfig, G: Generator, detector=None, say=None) ->
     return make(race=req.race or None, attrs=req.attrs, targets=targets), singles
 
 
-def run_upscale(cfg: UpscaleConfig, inputs: list[str], *, progress: bool = True) -> int:
-    """The whole job; returns the exit code (0 all matched inputs processed, 1 some failed)."""
+def prepare_inputs(files: list[Path], cfg: InputConfig, resolution: int,
+                   say) -> tuple[list[Thumbnail], list[str], object]:
+    """Every file's thumbnail (unique names), the files that could not be used (each said as one
+    `error:` line) and the face detector, if one was needed."""
+    detector = None
+    thumbs, failed = [], []
+    for f in files:
+        try:
+            if detector is None and f.suffix.lower() in IMAGE_EXTS:
+                from .align import FaceDetector
+
+                detector = FaceDetector(min_prob=cfg.min_face_prob)
+            th = prepare_input(f, cfg, resolution, detector)
+        except UserError as e:
+            failed.append(str(f))
+            say(f"error: {e}")
+            continue
+        for n in th.notes:
+            say(f"warning: {f}: {n}")
+        if th.info:
+            say(f"note: {f}: {th.info}")
+        thumbs.append(th)
+    _unique_names(thumbs, set())
+    return thumbs, failed, detector
+
+
+def comparison_dic(cfg: UpscaleConfig, G: Generator, say):
+    """The DIC whose result sits beside PULSE's in the grids (`dic.compare`), on G's device, or None
+    (with a note) where there is none or it was made for other sizes."""
+    if not cfg.dic.compare or not cfg.dic.checkpoint:
+        return None
+    from .dic.weights import load_dic_for
+
+    path = _resolve(cfg.dic.checkpoint)
+    if not path.is_file():
+        say(f"note: no DIC column in the grids: {cfg.dic.checkpoint} not found")
+        return None
+    try:
+        return load_dic_for(path, cfg.input.thumbnail_size, G.resolution).to(G.device)
+    except ConfigError:
+        say(f"note: no DIC column in the grids: {cfg.dic.checkpoint} is not made for {cfg.input.thumbnail_size} "
+            f"-> {G.resolution} px")
+        return None
+
+
+def _say(msg: str) -> None:
     from tqdm import tqdm
 
-    def say(msg: str) -> None:
-        tqdm.write(msg, file=sys.stderr)
+    tqdm.write(msg, file=sys.stderr)
 
+
+def run_upscale(cfg: UpscaleConfig, inputs: list[str], *, progress: bool = True) -> int:
+    """The whole job; returns the exit code (0 all matched inputs processed, 1 some failed)."""
+    if cfg.method == "dic":
+        from .upscale_dic import run_dic_upscale
+
+        return run_dic_upscale(cfg, inputs, progress=progress)
+    say = _say
     files, notes = list_inputs(inputs)
     for n in notes:
         say(f"note: {n}")
@@ -247,25 +308,8 @@ def run_upscale(cfg: UpscaleConfig, inputs: list[str], *, progress: bool = True)
     ran = dataclasses.replace(cfg, generator=record_architecture(cfg.generator, G))  # what ran, not the defaults
     write_run_info(out, ran, {"inputs": [str(f) for f in files], "generator_resolution": G.resolution,
                               "device": str(device)})
-    detector = None
-    thumbs, failed = [], []
-    for f in files:
-        try:
-            if detector is None and f.suffix.lower() in IMAGE_EXTS:
-                from .align import FaceDetector
-
-                detector = FaceDetector(min_prob=cfg.input.min_face_prob)
-            th = prepare_input(f, cfg.input, G.resolution, detector)
-        except UserError as e:
-            failed.append(str(f))
-            say(f"error: {e}")
-            continue
-        for n in th.notes:
-            say(f"warning: {f}: {n}")
-        if th.info:
-            say(f"note: {f}: {th.info}")
-        thumbs.append(th)
-    _unique_names(thumbs, set())
+    thumbs, failed, detector = prepare_inputs(files, cfg.input, G.resolution, say)
+    dic = comparison_dic(cfg, G, say)
     controls, singles = build_controls(cfg, G, detector, say)
     pkw = dataclasses.asdict(cfg.pulse)  # one objective and one set of settings for every column
     objective = objective_text(controls, **pkw)
@@ -290,7 +334,9 @@ def run_upscale(cfg: UpscaleConfig, inputs: list[str], *, progress: bool = True)
                 else:
                     r, ok, _ = controlled_search(G, batch, ctl, keys=keys, progress=progress, **pkw)
                 compare.append((label, r.images[torch.arange(len(chunk)), best_index(r.total, ok)]))
-        records = save_results(chunk, res, out, G.resolution, seeds, accepted, described, compare, objective)
+        baselines = [("DIC", dic.upscale(batch.to(G.device)).cpu())] if dic is not None else []
+        records = save_results(chunk, res, out, G.resolution, seeds, accepted, described, compare, objective,
+                               baselines)
         for th, rec in zip(chunk, records):
             summary.append({"input": rec["input"], "success": rec["success"], "best_seed": rec["best_seed"],
                             "ds_loss": min(r["ds_loss"] for r in rec["results"])})

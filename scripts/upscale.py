@@ -22,6 +22,12 @@ downscale loss is above eps, or whose control loss is above its threshold (--con
 plain PULSE), and reported honestly as not accepted if no attempt passes. Each input's starts
 follow from its name (and --pulse.seed), not from the batch it runs in. OUT/X/compare.png then
 shows plain PULSE and each control, all under the same settings.
+
+--method dic upscales with DIC (Ma et al., CVPR 2020; --dic.checkpoint, default the bundled
+checkpoints/dic.pt, 8 -> 64 px), the supervised baseline of the tables: one network pass, so one
+face per input (OUT/X/dic.png, grid.png: input, bicubic, DIC; result.json), no seeds and no
+requests. PULSE runs show the same DIC result beside theirs in grid.png and compare.png when the
+DIC fits their sizes (--dic.compare=false leaves it out).
 Exit status: 0 if every input was processed, 1 if some input was unusable, 2 on a usage error.
 """
 
@@ -38,6 +44,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="thumbnail or photo files, or folders of them")
     p.add_argument("--config", help="YAML config file (keys of UpscaleConfig); flags below override it")
+    p.add_argument("--method", choices=("pulse", "dic"),
+                   help="pulse: search the generator (default); dic: the supervised DIC baseline, one face per input")
     p.add_argument("--seeds", type=int, help="results per thumbnail: searches from N random starts (default 4)")
     p.add_argument("--steps", type=int, help="optimisation steps per search (default 100)")
     p.add_argument("--eps", type=float, help="success threshold on the mean squared downscaling error (2e-3)")
@@ -63,7 +71,7 @@ def main(argv=None):
     flags = {("pulse", "num_seeds"): args.seeds, ("pulse", "steps"): args.steps, ("pulse", "eps"): args.eps,
              ("out",): args.out, ("device",): args.device, ("request", "race"): args.race,
              ("request", "attrs"): args.attr, ("request", "targets"): args.target,
-             ("control", "extractor"): args.extractor}
+             ("control", "extractor"): args.extractor, ("method",): args.method}
     for keys, value in flags.items():
         if value is not None:  # flags win over the config file and --section.key overrides
             node = ov
@@ -71,6 +79,9 @@ def main(argv=None):
                 node = node.setdefault(k, {})
             node[keys[-1]] = value
     cfg = load_config(UpscaleConfig, args.config, ov)
+    if cfg.method == "dic" and (args.seeds is not None or args.steps is not None):
+        print("warning: --seeds and --steps set PULSE's search; --method dic makes one face per input",
+              file=sys.stderr)
     return run_upscale(cfg, args.inputs, progress=not args.quiet)
 
 

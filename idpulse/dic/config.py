@@ -85,3 +85,12 @@ class DICFileConfig:
     model: DICConfig = field(default_factory=DICConfig)
     data: DICDataConfig = field(default_factory=DICDataConfig)
     landmarks: DICLandmarksConfig = field(default_factory=DICLandmarksConfig)
+
+
+@dataclass
+class DICUseConfig:
+    """DIC as a method of `upscale.py` (`--method dic`) and a row of the tables."""
+
+    checkpoint: str = "checkpoints/dic.pt"  # a dic.pt from scripts/train_dic.py (the bundled one: 8 -> 64 px)
+    # PULSE runs: a DIC column in grid.png and compare.png, where the model fits the run's sizes
+    compare: bool = True

@@ -38,4 +38,18 @@ def load_dic(path: str | os.PathLike) -> DIC:
     except ConfigError as e:
         raise CheckpointError(f"{path} has a bad DIC config: {e}") from None
     load_state_dict_strict(model, ckpt.get("model"), f"DIC weights in {path}")
+    model.meta = dict(ckpt.get("meta") or {})  # how it was trained (train_dic.py writes it)
     return model.eval().requires_grad_(False)
+
+
+def load_dic_for(path: str | os.PathLike, lr_size: int, hr_size: int | None = None) -> DIC:
+    """`load_dic`, refusing (one line) a model made for other sizes: its input must be `lr_size` px
+    and, when given, its output `hr_size` px (a generator's resolution, to sit beside its results)."""
+    model = load_dic(path)
+    c = model.cfg
+    if c.lr_size != lr_size or (hr_size is not None and c.hr_size != hr_size):
+        want = f"{lr_size} px thumbnails" + (f" to {hr_size} px" if hr_size is not None else "")
+        raise ConfigError(f"the DIC in {path} upscales {c.lr_size} px thumbnails to {c.hr_size} px, not {want}: "
+                          f"give a DIC trained for these sizes (--dic.checkpoint=FILE), or set "
+                          f"--input.thumbnail_size={c.lr_size}")
+    return model
