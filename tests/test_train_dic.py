@@ -143,6 +143,20 @@ def test_train_configs_hold_the_model_files_sections(size):
     assert (train.model, train.data, train.landmarks) == (model.model, model.data, model.landmarks)
 
 
+def test_dicgan_config_holds_the_paper_models_sections():
+    train = load_config(DICTrainConfig, ROOT / "configs" / "dic" / "train_dicgan_celeba128_paper.yaml")
+    model = load_config(DICFileConfig, ROOT / "configs" / "dic" / "celeba128_paper.yaml")
+    assert (train.model, train.data, train.landmarks) == (model.model, model.data, model.landmarks)
+    assert train.gan.enabled and train.gan.init.endswith("dic_celeba128_paper/dic.pt")
+
+
+def test_dicgan_from_a_dic_of_other_sizes_is_one_line(data, tmp_path):
+    init = _train(data, tmp_path / "dic")
+    with pytest.raises(ConfigError, match="gan.init .* other sizes"):
+        _train(data, tmp_path / "gan", hg_iterations=0, iterations=0,
+               **_gan(tmp_path, **{"gan.init": init, "model.features": 8}))
+
+
 def test_torchrun_two_ranks_on_cpu(data, tmp_path):
     import os
 

@@ -149,7 +149,11 @@ def training_loop(cfg: DICTrainConfig) -> Path:
     elif gan is not None and cfg.gan.init:  # DICGAN from a trained DIC: stages 1-2 were that DIC's
         from ..dic.weights import load_dic
 
-        model.load_state_dict(load_dic(cfg.gan.init).state_dict())
+        init = load_dic(cfg.gan.init)
+        if init.cfg != cfg.model:
+            raise ConfigError(f"gan.init {cfg.gan.init} is a DIC of other sizes than this config's model section "
+                              f"({init.cfg} against {cfg.model}): give the config it was trained with")
+        model.load_state_dict(init.state_dict())
         stage = 2
     if world > 1:  # one set of weights on every rank (ranks draw their own batches)
         dist_utils.broadcast_module(model)
