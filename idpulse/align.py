@@ -5,8 +5,10 @@ the ArcFace 112x112 five-point template scaled by 0.6583 about the centre of a 9
 point p lands at `(p - 56) * 0.6583 + 48`, scaled to any crop size. A generator trained on those
 crops (the bundled one) produces faces in this frame. Pixel centres are at integer coordinates.
 
-The warp is `grid_sample`, differentiable in the pixels, so later issues can align generated
-faces inside an optimisation; the landmark detector only ever sees a detached copy.
+The warp is `grid_sample`, differentiable in the pixels, so generated faces can be aligned inside an
+optimisation: the control losses (`idpulse/control.py`) align each search step's faces into f's frame
+with the alignment that `build_align` picks (for upscaling, the tables and the lookalike dataset); the
+landmark detector only ever sees a detached copy.
 
 Inside a PULSE search (`DetectedAlign`) detection runs on the images' own device, the whole batch
 at once, on a copy box-filtered down to `detect_size` px, and only every `detect_every`-th call

@@ -1,4 +1,4 @@
-"""Control losses that steer the PULSE search with the extractor f (PAPER_NOTES section 2).
+"""Control losses that steer the PULSE search with the extractor f (docs/equations.md, section 2).
 
 Eq. 5 `L_sim = S_1(I, J)` towards photos J of the person (mean over the photos), Eq. 6
 `L_race = CE(C_race(f(I)), r)`, Eq. 7 `L_attr = sum_(a, v) BCE(C_attr(f(I))_a, v)`; Eq. 8 adds

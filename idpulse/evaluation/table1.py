@@ -14,7 +14,7 @@ import torch
 from ..extractor.losses import best_angle_threshold
 from .stats import mean_sd_ci
 
-PAPER_TABLE1 = {  # mean +- SD of the angle, f_arc vs f (PAPER_NOTES section 4)
+PAPER_TABLE1 = {  # mean +- SD of the angle, f_arc vs f (docs/equations.md, section 4)
     "CelebA-Same": ((51.5, 13.4), (51.4, 12.2)), "CelebA-Diff": ((89.8, 4.4), (88.9, 5.3)),
     "PULSE-Pairs": ((81.3, 5.9), (92.0, 5.4)), "Lookalike-Baseline": ((76.3, 6.0), (90.0, 5.4)),
     "Lookalike-Ours": ((45.7, 6.1), (34.8, 3.8)),

@@ -1,4 +1,4 @@
-"""The face feature extractor f (PAPER_NOTES section 3): backbones, ArcFace margin, race and
+"""The face feature extractor f (docs/equations.md, section 3): backbones, ArcFace margin, race and
 attribute heads, and the similarity loss S_t (Eq. 4)."""
 
 from .backbones import BACKBONES, IRSE, IResNet, MobileFaceNet, get_backbone, infer_backbone

@@ -1,4 +1,4 @@
-"""The extractor's heads and losses (PAPER_NOTES sections 2-3).
+"""The extractor's heads and losses (docs/equations.md, sections 2-3).
 
 - `ArcFaceHead`: additive angular margin, `s * cos(theta + m)` on the target class (ArcFace),
   with `cos(theta) - m * sin(m)` where `theta + m` would pass pi.

@@ -4,8 +4,9 @@
 (see `idpulse.align.FixedAlign`/`DetectedAlign` for generated faces), puts the channels in the
 order its backbone was trained on (`input_order`: "rgb" for ours and insightface's arcface_torch,
 "bgr" for TreB1eN's), normalises them to [-1, 1] as both do ((x/255 - 0.5)/0.5 on 8-bit pixels),
-and returns 512-D features; `race_logits`/`attr_logits` apply the heads. `theta_thr` is Eq. 4's
-threshold, re-estimated after training (calc-best-angle-threshold).
+and returns 512-D features; the heads `race_head` (`RaceHead`) and `attr_head` (`AttributeHead`),
+None when absent, map features to logits. `theta_thr` is Eq. 4's threshold, re-estimated after
+training (calc-best-angle-threshold).
 
 `load_any_extractor` reads our checkpoint format or a bare backbone state dict (insightface's
 `backbone.pth`, TreB1eN's `model_ir_se50.pth`), whose architecture it infers from the keys.

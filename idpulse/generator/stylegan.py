@@ -1,6 +1,6 @@
 """StyleGAN v1 mapping and synthesis networks, and the `Generator` wrapper that PULSE searches.
 
-Notation (PAPER_NOTES, section 1): `z` (B, 512) ~ N(0, I); `w = mapping(z)` (B, 512);
+Notation (docs/equations.md, section 1): `z` (B, 512) ~ N(0, I); `w = mapping(z)` (B, 512);
 the synthesis network takes one w per layer, `ws` (B, num_ws, 512), with
 `num_ws = 2 * log2(resolution) - 2` (18 at 1024 px), and per-layer noise maps, layer i of
 side `2 ** (i // 2 + 2)`.

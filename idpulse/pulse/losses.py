@@ -1,4 +1,4 @@
-"""The PULSE objective (PAPER_NOTES section 1): Eq. 1 (L_DS), Eq. 2 (GEOCROSS), Eq. 3 (sum).
+"""The PULSE objective (docs/equations.md, section 1): Eq. 1 (L_DS), Eq. 2 (GEOCROSS), Eq. 3 (sum).
 
 Every function returns one value per image, shape (B,), so that a batch of searches never
 couples: PULSE's own code sums the hinged losses over the batch before its success test.

@@ -1,4 +1,4 @@
-"""The PULSE search (Menon et al. 2020; PAPER_NOTES section 1, Eq. 1-3), batched over images x seeds.
+"""The PULSE search (Menon et al. 2020; docs/equations.md, section 1, Eq. 1-3), batched over images x seeds.
 
     result = pulse_search(G, thumbnails, num_seeds=4, steps=100, eps=2e-3)
 

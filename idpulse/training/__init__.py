@@ -1,1 +1,11 @@
-"""Training loops: the StyleGAN generator (gan.py); the extractor loops arrive with their issue."""
+"""Training loops and what they share:
+
+- `gan.py`: the StyleGAN v1 generator (non-saturating loss, lazy R1, style mixing, EMA, DiffAugment).
+- `discriminator.py`: the StyleGAN-v1-style discriminator used only to train the generator.
+- `augment.py`: differentiable augmentation (DiffAugment) for GANs on small data.
+- `extractor_loop.py`: the feature extractor f, Algorithm 1 (Eq. 10) inside Algorithm 2's meta-epochs.
+- `lookalike.py`: the lookalike dataset of PULSE results (Algorithm 2's data step).
+- `dic_loop.py`: the DIC baseline (hourglass pretraining, then DIC, optionally DICGAN).
+- `dicgan.py`: DICGAN, a trained DIC fine-tuned with a feature loss and a GAN loss.
+- `rng.py`: every random stream a loop draws from, saved and restored for exact resume.
+"""

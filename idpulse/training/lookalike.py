@@ -1,4 +1,4 @@
-"""The lookalike dataset (Algorithm 2's data step; PAPER_NOTES section 3).
+"""The lookalike dataset (Algorithm 2's data step; docs/equations.md, section 3).
 
 For random training identities, two images each (x, x'): the PULSE results G_x, G_x' of their
 thumbnails (plain Eq. 3), and from the second meta-epoch on also results optimised with L_sim
