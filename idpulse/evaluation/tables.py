@@ -1,4 +1,4 @@
-"""The paper's tables (PAPER_NOTES section 4) from one config, judged independently, resumable.
+"""The paper's tables (docs/equations.md, section 4) from one config, judged independently, resumable.
 
 - Table 1 / Appendix B: angles under `f_arc` and `f` for CelebA-Same, CelebA-Diff, PULSE-Pairs
   (a photo, the plain PULSE result of its thumbnail), Lookalike-Baseline (result optimised with
@@ -8,6 +8,9 @@
   race) and both.
 - Table 3: re-identification of the paper's five attributes by the attribute judge (its reading of
   the source photo is the reference), for plain PULSE, L_sim under f_arc, L_sim under f, L_attr.
+- With `dic:` set, DIC (Ma et al., CVPR 2020), the supervised baseline, is a row of Tables 2-3, the
+  identity table and the requests, and a fidelity table (PSNR/SSIM on Y) compares bicubic, DIC and
+  every row of Tables 2 and 3 with the photos behind the thumbnails (`table_dic.py`).
 Every row of a table runs one objective, PULSE's (Eq. 3), plus its control terms (Eq. 8), with
 the same `pulse:` settings (ds_weight, eps, steps, starts per face, retries); only the control
 term differs. Each face has its own random starts, keyed by its dataset and index (`starts.py`),
@@ -34,11 +37,12 @@ from ..control import ControlConfig, Controls, objective_text
 from ..data import FaceDataset
 from ..errors import UserError
 from ..extractor import load_extractor
-from ..generator.build import GeneratorConfig, build_generator, record_architecture
+from ..generator.build import GeneratorConfig, _resolve, build_generator, record_architecture
 from ..pulse.config import PulseConfig
 from .judges import PAPER_ATTRIBUTES, load_judge
 from .table1 import histogram_png, table1
 from .table_cache import Cache, Loader, Results, cache_settings, run_strategy, sha256
+from .table_dic import bicubic_results, dic_results, fidelity, fidelity_skipped
 from .table_stream import angles, distances, embed, judge_predict
 from .tables_render import render
 from .tables_requests import proportion_ci, requests_table
@@ -65,6 +69,9 @@ class TablesConfig:
     f: str = "checkpoints/extractor_f.pt"
     race_judge: str = "checkpoints/judges/race.pt"
     attr_judge: str = "checkpoints/judges/attr.pt"
+    # DIC (scripts/train_dic.py) as a row of Tables 2-3, identity and requests, and the fidelity table;
+    # it must upscale thumbnail_size to the generator's resolution. "" = no DIC rows
+    dic: str = ""
     pairs: int = at_least(2, 100)  # pairs per Table 1 set
     race_faces: int = at_least(1, 100)
     attr_faces: int = at_least(1, 100)
@@ -118,6 +125,7 @@ class _Run:
     attr_judge: torch.nn.Module
     cache: Cache
     main: bool
+    dic: torch.nn.Module | None = None  # the DIC of `cfg.dic`, or None
 
     @staticmethod
     def loader(ds, indices: list[int]) -> Loader:
@@ -142,6 +150,21 @@ class _Run:
 
     def predict(self, judge, res: Results) -> torch.Tensor:
         return judge_predict(judge, res.load, len(res), self.cfg.batch, self.device)
+
+    def dic_row(self, load: Loader, n: int):
+        """DIC's results for the faces 0..n-1 of `load` (from their thumbnails), or None without a DIC."""
+        return None if self.dic is None else dic_results(self.dic, load, n, self.cfg, self.device)
+
+    def fidelity(self, load: Loader, n: int, rows: dict) -> dict:
+        """The fidelity table of the faces 0..n-1 of `load`: bicubic, DIC and `rows` (name -> Results);
+        empty where the images are too small for SSIM's window (`fidelity_skipped`)."""
+        if fidelity_skipped(self.G.resolution, self.cfg.thumbnail_size):
+            return {}
+        base = {"bicubic": bicubic_results(load, n, self.G.resolution, self.cfg, self.device)}
+        if self.dic is not None:
+            base["DIC"] = self.dic_row(load, n)
+        border = self.G.resolution // self.cfg.thumbnail_size  # the upscaling factor, as DIC's evaluation
+        return {name: fidelity(res, load, n, border, self.cfg.batch) for name, res in {**base, **rows}.items()}
 
 
 def _pairs(ds, cfg: TablesConfig, g: torch.Generator) -> tuple[list, list]:
@@ -191,6 +214,8 @@ def _table1(run: _Run, ds, same: list, diff: list, out: Path) -> tuple[dict, dic
             histogram_png(sets[name], out / f"appendix_b_{name}.png", f"angles under {name}")
     rows = {"photos": photos, "seconds": seconds, "items": items, "PULSE": plain, "L_sim (f_arc)": look_base,
             "L_sim (f)": look_ours}
+    if run.dic is not None:
+        rows["DIC"] = run.dic_row(photos, n)
     return table1(sets["f_arc"], sets["f"]), rows
 
 
@@ -200,13 +225,14 @@ def _identity_table(judge, rows: dict, batch: int) -> dict:
     if isinstance(judge, str):
         return {"skipped": judge}
     table, dist, n = {}, {}, len(rows["items"])
-    for sname in ("photo (reference)", "PULSE", "L_sim (f_arc)", "L_sim (f)"):
+    names = ("photo (reference)", "PULSE", "L_sim (f_arc)", "L_sim (f)") + (("DIC",) if "DIC" in rows else ())
+    for sname in names:
         load = rows["photos"] if sname == "photo (reference)" else rows[sname].load
         d = dist[sname] = distances(judge, load, rows["seconds"], n, batch)
         k = int((d < 0.6).sum())
         table[sname] = {"mean_distance": float(d.mean()), "same_person": k / len(d),
                         "ci95": proportion_ci(k, len(d)), "n": len(d)}
-        if sname.startswith("L_sim"):  # paired: is this face's L_sim result nearer the person than its PULSE one?
+        if sname not in ("photo (reference)", "PULSE"):  # paired: is this face's result nearer the person than PULSE's?
             w = int((d < dist["PULSE"]).sum())
             table[sname] |= {"closer_than_pulse": w / len(d), "closer_ci95": proportion_ci(w, len(d))}
     return table
@@ -240,8 +266,9 @@ def race_faces(cfg: TablesConfig, root: Path | None, resolution: int, judge_name
     return RaceFaces(ds, list(classes), f"{cfg.race_data}-{split}", f"{label} {split}")
 
 
-def _table2(run: _Run, race: RaceFaces, g: torch.Generator) -> tuple[dict, list[str]]:
-    """Race re-identification (`race_data`'s held-out faces, judged by the race judge); -> (table, items)."""
+def _table2(run: _Run, race: RaceFaces, g: torch.Generator) -> tuple[dict, list[str], dict]:
+    """Race re-identification (`race_data`'s held-out faces, judged by the race judge); -> (table, items,
+    the fidelity of its rows)."""
     cfg, f = run.cfg, run.f
     pick = torch.randperm(len(race.ds), generator=g)[: cfg.race_faces].tolist()
     faces = run.loader(race.ds, pick)
@@ -249,7 +276,7 @@ def _table2(run: _Run, race: RaceFaces, g: torch.Generator) -> tuple[dict, list[
     names = f.race_head.class_names if f.race_head is not None else []
     t2, items = {}, [race.item(i) for i in pick]
     if not names:
-        return t2, items
+        return t2, items, {}
 
     def race_name(i):  # the dataset's label in the extractor's class names, when it has it
         n = race.classes[int(rtrue[i])]
@@ -264,17 +291,20 @@ def _table2(run: _Run, race: RaceFaces, g: torch.Generator) -> tuple[dict, list[
                                                              race=[race_name(i) for i in idx],
                                                              targets=align_afresh(run.align, x), per_image=True)),
     }
-    for sname, (strategy, ctl) in strategies.items():
-        res = run.row(faces, items, strategy, ctl)
+    rows = {sname: run.row(faces, items, strategy, ctl) for sname, (strategy, ctl) in strategies.items()}
+    if run.dic is not None:
+        rows["DIC"] = run.dic_row(faces, len(pick))
+    for sname, res in rows.items():
         pred = run.predict(run.race_judge, res)
         k = int((pred == rtrue).sum())
         t2[sname] = {"reid": k / len(pred), "ci95": proportion_ci(k, len(pred)), "n": len(pred),
                      "accepted": float(res.accepted.float().mean())}
-    return t2, items
+    return t2, items, run.fidelity(faces, len(pick), rows)
 
 
-def _table3(run: _Run, ds, g: torch.Generator) -> tuple[dict, list[str]]:
-    """Attribute re-identification (the judge's reading of the source as reference); -> (table, items)."""
+def _table3(run: _Run, ds, g: torch.Generator) -> tuple[dict, list[str], dict]:
+    """Attribute re-identification (the judge's reading of the source as reference); -> (table, items,
+    the fidelity of its rows)."""
     cfg, f = run.cfg, run.f
     pick = torch.randperm(len(ds), generator=g)[: cfg.attr_faces].tolist()
     faces = run.loader(ds, pick)
@@ -291,14 +321,16 @@ def _table3(run: _Run, ds, g: torch.Generator) -> tuple[dict, list[str]]:
     if attr_names:
         strategies["L_attr"] = ("attr", attr_controls)
     t3, items = {}, [f"celeba-{cfg.split}-{i}" for i in pick]
-    for sname, (strategy, ctl) in strategies.items():
-        res = run.row(faces, items, strategy, ctl)
+    rows = {sname: run.row(faces, items, strategy, ctl) for sname, (strategy, ctl) in strategies.items()}
+    if run.dic is not None:
+        rows["DIC"] = run.dic_row(faces, len(pick))
+    for sname, res in rows.items():
         hits = run.predict(run.attr_judge, res)[:, cols] == ref
         k, n = int(hits.sum()), hits.numel()
         t3[sname] = {"reid": k / n, "ci95": proportion_ci(k, n), "n": n,
                      "accepted": float(res.accepted.float().mean()),
                      "per_attribute": {a: float(hits[:, j].float().mean()) for j, a in enumerate(PAPER_ATTRIBUTES)}}
-    return t3, items
+    return t3, items, run.fidelity(faces, len(pick), rows)
 
 
 def _setup(cfg: TablesConfig, out: Path) -> tuple[_Run, dict]:
@@ -317,8 +349,13 @@ def _setup(cfg: TablesConfig, out: Path) -> tuple[_Run, dict]:
     attr_judge, attr_meta = load_judge(cfg.attr_judge)
     mode = "detected" if isinstance(align, DetectedAlign) else "fixed"
     cache = Cache(out / "cache", cache_settings(cfg, mode))
+    dic = None
+    if cfg.dic:  # before any search: a DIC of other sizes is one line
+        from ..dic.weights import load_dic_for
+
+        dic = load_dic_for(_resolve(cfg.dic), cfg.thumbnail_size, G.resolution).to(device)
     dist_utils.barrier()  # rank 0 checks and records the settings before any rank writes a result
-    run = _Run(cfg, G, device, align, f_arc, f, race_judge.to(device), attr_judge.to(device), cache, main)
+    run = _Run(cfg, G, device, align, f_arc, f, race_judge.to(device), attr_judge.to(device), cache, main, dic)
     return run, {"race": race_meta.get("metrics"), "attr": attr_meta.get("metrics")}
 
 
@@ -341,15 +378,19 @@ def eval_tables(cfg: TablesConfig) -> dict:
     # identity: dlib distance of each result to another photo of the person (optional judge)
     identity_judge = _dlib()
     identity = _identity_table(identity_judge, rows, cfg.batch) if run.main else {}
-    t2, t2_items = _table2(run, race, g)
-    t3, t3_items = _table3(run, ds, g)
+    t2, t2_items, fid2 = _table2(run, race, g)
+    t3, t3_items, fid3 = _table3(run, ds, g)
     request_items: dict[str, list[str]] = {}
     requests = requests_table(run, ds, race, identity_judge, g, (rows["photos"], rows["seconds"], rows["items"]),
                               request_items)
 
     hashes = {k: sha256(Path(p)) for k, p in (("f_arc", cfg.f_arc), ("f", cfg.f), ("race_judge", cfg.race_judge),
-                                               ("attr_judge", cfg.attr_judge))}
-    report = {"table1": t1, "table2": t2, "table3": t3, "identity": identity, "requests": requests,
+                                               ("attr_judge", cfg.attr_judge), ("dic", cfg.dic)) if p}
+    fid = {"border": R // cfg.thumbnail_size, "table2": fid2, "table3": fid3,
+           "on": {"table2": race.label, "table3": f"CelebA {cfg.split}"}}
+    if fidelity_skipped(R, cfg.thumbnail_size):
+        fid["skipped"] = fidelity_skipped(R, cfg.thumbnail_size)
+    report = {"table1": t1, "table2": t2, "table3": t3, "identity": identity, "requests": requests, "fidelity": fid,
               "paper_table2": PAPER_TABLE2, "paper_table3": PAPER_TABLE3, "judges": judges,
               "hashes": hashes, "config": to_dict(cfg), "objective": objective_summary(cfg),
               # the faces behind every row, by dataset and index (their cache files: <strategy>__<item>)

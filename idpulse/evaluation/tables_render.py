@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 
 def _resumed(res: dict) -> str:
@@ -12,6 +11,34 @@ def _resumed(res: dict) -> str:
         return f" ({res.get('total', 0)} PULSE results, all searched in this run)" if res else ""
     return (f" for this run, which searched {res['total'] - res['from_earlier_runs']} of its {res['total']} PULSE "
             f"results and read {res['from_earlier_runs']} from the cache of an earlier run")
+
+
+def _rate(v: dict) -> str:
+    return f"{100 * v['rate']:.1f}% ({100 * v['ci95'][0]:.1f}-{100 * v['ci95'][1]:.1f})"
+
+
+def _fidelity(fid: dict | None) -> list[str]:
+    """The fidelity table's section: PSNR/SSIM of every row of Tables 2 and 3 against the photos."""
+    if fid and fid.get("skipped"):
+        return ["## Fidelity", "", f"Skipped: {fid['skipped']}.", ""]
+    if not fid or not (fid.get("table2") or fid.get("table3")):
+        return []
+    lines = ["## Fidelity: PSNR and SSIM against the photo behind the thumbnail", "",
+             f"On the Y channel (BT.601), {fid['border']} px cropped off each side (the upscaling factor, as "
+             "DIC's evaluation does); mean over the faces (95% interval). PULSE and its controls are not made "
+             "to recover the photo, only a face that downscales to its thumbnail: this says how far each "
+             "result is from the person's own pixels, not how good a face it is.", ""]
+    for key, title in (("table3", "Table 3's faces"), ("table2", "Table 2's faces")):
+        rows = fid.get(key) or {}
+        if not rows:
+            continue
+        lines += [f"| {title} ({fid['on'][key]}) | PSNR (dB) | SSIM |", "| --- | --- | --- |"]
+        for name, v in rows.items():
+            p, q = v["psnr"], v["ssim"]
+            lines.append(f"| {name} | {p['mean']:.2f} ({p['ci95'][0]:.2f}-{p['ci95'][1]:.2f}) | "
+                         f"{q['mean']:.4f} ({q['ci95'][0]:.4f}-{q['ci95'][1]:.4f}) |")
+        lines.append("")
+    return lines
 
 
 def render(r: dict) -> str:
@@ -45,8 +72,9 @@ def render(r: dict) -> str:
         lines += [f"## {title}", "", "| strategy | ours | paper | results accepted (within eps and the control's "
                   "threshold) |", "| --- | --- | --- | --- |"]
         for s, v in r[key].items():
+            theirs = f"{paper[s]}%" if s in paper else "(not in the paper)"
             lines.append(f"| {s} | {100 * v['reid']:.1f}% ({100 * v['ci95'][0]:.1f}-{100 * v['ci95'][1]:.1f}) "
-                         f"| {paper.get(s, math.nan)}% | {100 * v['accepted']:.0f}% |")
+                         f"| {theirs} | {100 * v['accepted']:.0f}% |")
         lines.append("")
     lines += ["## Identity (dlib, distance to another photo of the person; < 0.6 = same person)", ""]
     if "skipped" in r["identity"]:
@@ -61,16 +89,19 @@ def render(r: dict) -> str:
                          f"({100 * v['ci95'][0]:.1f}-{100 * v['ci95'][1]:.1f}) | {closer} |")
         lines.append("")
     if r.get("requests"):
+        dic = any("DIC" in v for v in r["requests"].values())
         lines += ["## Requests: does the control change what an independent judge sees?", "",
                   "| request | on | judge sees it: plain PULSE | judge sees it: with the control "
-                  "| ... and the result is accepted (within eps and the control's threshold) | accepted |",
-                  "| --- | --- | --- | --- | --- | --- |"]
+                  "| ... and the result is accepted (within eps and the control's threshold) | accepted |"
+                  + (" judge sees it: DIC (takes no request) |" if dic else ""),
+                  "| --- | --- | --- | --- | --- | --- |" + (" --- |" if dic else "")]
         for req, v in r["requests"].items():
-            cells = [f"{100 * v[k]['rate']:.1f}% ({100 * v[k]['ci95'][0]:.1f}-{100 * v[k]['ci95'][1]:.1f})"
-                     for k in ("PULSE", "control")]
+            cells = [_rate(v[k]) for k in ("PULSE", "control")]
             c = v["control"]
             cells += [f"{100 * c['rate_accepted']:.1f}% ({100 * c['rate_accepted_ci95'][0]:.1f}-"
                       f"{100 * c['rate_accepted_ci95'][1]:.1f})", f"{100 * c['accepted']:.0f}%"]
+            if dic:
+                cells.append(_rate(v["DIC"]) if "DIC" in v else "")
             lines.append(f"| `{req}` | {v['faces']} {v['on']} | " + " | ".join(cells) + " |")
         lines.append("")
         for req, v in r["requests"].items():
@@ -78,6 +109,7 @@ def render(r: dict) -> str:
                 lines += [f"`{req}`: the result is nearer (by the same judge) to the person than plain PULSE's "
                           f"result of the same thumbnail for {100 * v['closer_than_pulse']:.1f}% of faces "
                           f"({100 * v['closer_ci95'][0]:.1f}-{100 * v['closer_ci95'][1]:.1f}).", ""]
+    lines += _fidelity(r.get("fidelity"))
     lines += ["## Models", "", *[f"- {k}: sha256 {v}" for k, v in r["hashes"].items()],
               f"- judges' own test metrics: {json.dumps(r['judges'], default=float)[:400]}", "",
               f"Wall time: {r['seconds'] / 60:.1f} min" + _resumed(r.get("results", {})) + ".", ""]
