@@ -5,7 +5,12 @@
 - IR / IR-SE 50/100/152 in TreB1eN's InsightFace_Pytorch layout (`input_layer`, `body.N.res_layer`,
   `output_layer`), so its `model_ir_se50.pth` loads strictly;
 - MobileFaceNet `mbf` / `mbf_large` in insightface's `arcface_torch/backbones/mobilefacenet.py`
-  layout (`layers.N.layers...`, `conv_sep`, `features.layers...`).
+  layout (`layers.N.layers...`, `conv_sep`, `features.layers...`);
+- `mobilenet_v1_faceres`: HSE_FaceRec_tf's VGGFace2 MobileNet-v1 (`mobilenet.py`; `stem`,
+  `blocks.N.depthwise`, `blocks.N.pointwise`), converted from its tfjs graph by
+  `scripts/convert_faceres.py`. Unlike the others it gives 1024-D features and runs at 224x224 on
+  BGR 0-255 minus the Caffe means: it takes the same BGR [-1, 1] 112x112 faces as TreB1eN's models
+  and resizes and renormalises them itself.
 `width` scales every channel count (width 1 is the published layout; smaller widths make CPU-sized
 models with the same structure). `get_backbone(name)` builds any of them; `infer_backbone(state)`
 names the one a bare state dict was saved from, by its keys and shapes.
@@ -29,9 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError
+from .mobilenet import STEM_CHANNELS, MobileNetV1
 
 BackboneName = Literal["iresnet18", "iresnet34", "iresnet50", "iresnet100", "iresnet200", "ir50", "ir_se50", "ir100",
-                       "ir_se100", "ir152", "ir_se152", "mbf", "mbf_large"]
+                       "ir_se100", "ir152", "ir_se152", "mbf", "mbf_large", "mobilenet_v1_faceres"]
 BACKBONES = list(get_args(BackboneName))
 ALIASES = {"r18": "iresnet18", "r34": "iresnet34", "r50": "iresnet50", "r100": "iresnet100", "r200": "iresnet200",
            "ir_50": "ir50", "ir_100": "ir100", "ir_152": "ir152", "ir_se_50": "ir_se50"}  # their own spellings
@@ -39,7 +45,9 @@ IRESNET_LAYERS = {"iresnet18": [2, 2, 2, 2], "iresnet34": [3, 4, 6, 3], "iresnet
                   "iresnet100": [3, 13, 30, 3], "iresnet200": [6, 26, 60, 6]}
 IRSE_UNITS = {50: [3, 4, 14, 3], 100: [3, 13, 30, 3], 152: [3, 8, 36, 3]}
 MBF_SHAPES = {"mbf": ((1, 4, 6, 2), 2), "mbf_large": ((2, 8, 12, 4), 4)}  # name -> (blocks, scale)
-BGR_BACKBONES = ("ir50", "ir_se50", "ir100", "ir_se100", "ir152", "ir_se152")  # TreB1eN's: trained on BGR
+TREB1EN_BACKBONES = ("ir50", "ir_se50", "ir100", "ir_se100", "ir152", "ir_se152")  # trained on BGR
+FACERES = "mobilenet_v1_faceres"  # HSE_FaceRec_tf's, converted from tfjs: BGR (Caffe style), 1024-D
+BGR_BACKBONES = TREB1EN_BACKBONES + (FACERES,)  # input_order "auto" gives these BGR
 
 
 def _ch(c: int, width: float) -> int:
@@ -215,9 +223,13 @@ def get_backbone(name: str, *, width: float = 1.0, num_features: int = 512, drop
     """One of BACKBONES (or insightface's `r50`-style alias); `width` < 1 for small CPU models of the
     same structure."""
     name = ALIASES.get(name, name)
+    if name == FACERES:  # its features are the pooled 1024 * width channels: no embedding layer to size
+        if num_features != 512 or dropout:
+            raise ValueError(f"{FACERES} has no embedding layer: its features are its 1024-D pooled channels")
+        return MobileNetV1(width=width)
     if name in IRESNET_LAYERS:
         return IResNet(IRESNET_LAYERS[name], width=width, num_features=num_features, dropout=dropout)
-    if name in BGR_BACKBONES:
+    if name in TREB1EN_BACKBONES:
         if num_features != 512:
             raise ValueError("TreB1eN's IR/IR-SE backbones have 512-D outputs")
         return IRSE(int(re.sub(r"\D", "", name)), se="se" in name, width=width, dropout=dropout)
@@ -229,7 +241,9 @@ def get_backbone(name: str, *, width: float = 1.0, num_features: int = 512, drop
 
 def describe_backbone(name: str) -> str:
     """Whose layout a backbone name is: "insightface iresnet50", "TreB1eN ir_se50", ..."""
-    return f"{'TreB1eN' if name in BGR_BACKBONES else 'insightface'} {name}"
+    if name == FACERES:
+        return f"HSE_FaceRec_tf faceres (tfjs, converted) {name}"
+    return f"{'TreB1eN' if name in TREB1EN_BACKBONES else 'insightface'} {name}"
 
 
 def _indices(state: dict, pattern: str) -> list[int]:
@@ -246,7 +260,8 @@ def infer_backbone(state: dict, what: str = "weights") -> tuple[str, float]:
     """(name, width) of the backbone a bare state dict was saved from, by its key names and shapes:
     arcface_torch IResNet by the blocks per `layerN`, TreB1eN IR/IR-SE by the units per stage of
     `body.N` (a stage starts where the channel count changes) and SE keys, MobileFaceNet by the
-    blocks of its Residual stages. Each clue has fallbacks, so that a file missing one weight still
+    blocks of its Residual stages, the converted faceres MobileNet-v1 by its `stem` and
+    `blocks.N.depthwise` keys. Each clue has fallbacks, so that a file missing one weight still
     gets a name, and the strict load that follows names the missing key."""
     keys = list(state)
     if any(re.match(r"layer1\.0\.", k) for k in keys) and not any(k.startswith("body.") for k in keys):
@@ -283,6 +298,9 @@ def infer_backbone(state: dict, what: str = "weights") -> tuple[str, float]:
                                             "layers.0.layers.2.weight"), 64 * scale)
         raise CheckpointError(f"{what}: an insightface MobileFaceNet with blocks {blocks}, which is none of "
                               f"{', '.join(f'{n} {b}' for n, (b, _) in MBF_SHAPES.items())}")
+    if any(re.match(r"blocks\.\d+\.depthwise\.", k) for k in keys) and any(k.startswith("stem.") for k in keys):
+        return FACERES, _width(state, ("stem.weight", "stem.bias"), STEM_CHANNELS)  # converted by convert_faceres
     first = sorted(keys)[:3]
     raise CheckpointError(f"{what} is no known face-recognition backbone (insightface arcface_torch IResNet or "
-                          f"MobileFaceNet, TreB1eN IR/IR-SE): its first keys are {', '.join(first) or 'none'}")
+                          f"MobileFaceNet, TreB1eN IR/IR-SE, converted faceres MobileNet-v1): its first keys are "
+                          f"{', '.join(first) or 'none'}")
