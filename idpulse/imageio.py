@@ -60,6 +60,19 @@ def tensor_to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(a)
 
 
+def to_8bit(x: torch.Tensor) -> torch.Tensor:
+    """The values an 8-bit PNG of x (..., H, W) in [0, 1] holds, as floats in [0, 1] (what `save_png` keeps)."""
+    return (x.clamp(0, 1) * 255).round() / 255
+
+
+def bicubic_up(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Bicubic upscaling (B, 3, s, s) -> (B, 3, size, size), clamped to [0, 1]: the baseline beside every
+    upscaler's result in grids and tables."""
+    import torch.nn.functional as F
+
+    return F.interpolate(x, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+
+
 def save_png(x: torch.Tensor, path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tensor_to_pil(x).save(path)

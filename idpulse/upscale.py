@@ -27,7 +27,7 @@ from .distributed import resolve_device
 from .errors import UserError
 from .generator.build import GeneratorConfig, _resolve, build_generator, record_architecture
 from .generator.stylegan import Generator
-from .imageio import IMAGE_EXTS, center_crop_square, load_rgb, make_grid, pil_to_tensor, save_png
+from .imageio import IMAGE_EXTS, bicubic_up, center_crop_square, load_rgb, make_grid, pil_to_tensor, save_png
 from .pulse import PulseResult, best_index, downscale
 from .pulse.config import PulseConfig
 
@@ -148,8 +148,7 @@ def save_results(thumbs: list[Thumbnail], res: PulseResult, out: Path, resolutio
         folder.mkdir(parents=True, exist_ok=True)
         save_png(th.image, folder / "thumbnail.png")
         up_nearest = torch.nn.functional.interpolate(th.image[None], size=resolution, mode="nearest")[0]
-        up_bicubic = torch.nn.functional.interpolate(th.image[None], size=resolution, mode="bicubic",
-                                                     align_corners=False)[0].clamp(0, 1)
+        up_bicubic = bicubic_up(th.image[None], resolution)[0]
         base_tiles, base_labels = [imgs[i] for _, imgs in baselines], [label for label, _ in baselines]
         per_seed, tiles, labels = [], [up_nearest, up_bicubic, *base_tiles], ["input", "bicubic", *base_labels]
         for k in range(res.images.shape[1]):

@@ -16,7 +16,7 @@ from .config import ConfigError, write_run_info
 from .distributed import resolve_device
 from .errors import UserError
 from .generator.build import _resolve
-from .imageio import make_grid, save_png
+from .imageio import bicubic_up, make_grid, save_png
 from .pulse import downscale
 from .upscale import UpscaleConfig, _say, _write_json, list_inputs, prepare_inputs
 
@@ -35,7 +35,7 @@ def _write_item(th, face: torch.Tensor, folder: Path, cfg: UpscaleConfig, checkp
     save_png(th.image, folder / "thumbnail.png")
     save_png(face, folder / "dic.png")
     nearest = F.interpolate(th.image[None], size=R, mode="nearest")[0]
-    bicubic = F.interpolate(th.image[None], size=R, mode="bicubic", align_corners=False)[0].clamp(0, 1)
+    bicubic = bicubic_up(th.image[None], R)[0]
     make_grid([nearest, bicubic, face], ["input", "bicubic", "DIC"]).save(folder / "grid.png")
     # L_DS of Eq. 1 without its hinge: DIC is not made to match the thumbnail, this says how close it is
     ds = float((downscale(face[None], th.image.shape[-1]) - th.image[None]).pow(2).mean())

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..config import at_least, write_run_info
 from ..distributed import resolve_device
 from ..generator.build import _resolve
-from ..imageio import make_grid
+from ..imageio import bicubic_up, make_grid, to_8bit
 from ..pulse import downscale
 from .fidelity import psnr_y, ssim_y
 from .stats import mean_sd_ci
@@ -50,17 +50,26 @@ def _held_out(name: str, cfg: DICReportConfig, size: int):
 
 
 @torch.no_grad()
+def upscaled(dic, photos: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The photos' (N, 3, R, R) thumbnails (PULSE's bicubic downscale, nearest-upscaled to R for display)
+    and their bicubic and DIC upscalings, in 8 bits as saved PNGs hold them: name -> (N, 3, R, R)."""
+    R = photos.shape[-1]
+    thumbs = downscale(photos, dic.cfg.lr_size).clamp(0, 1)  # (N, 3, s, s)
+    return {"input": F.interpolate(thumbs, size=R, mode="nearest"), "bicubic": to_8bit(bicubic_up(thumbs, R)),
+            "DIC": to_8bit(dic.upscale(thumbs))}
+
+
+def _scores(outs: dict[str, torch.Tensor], photos: torch.Tensor, border: int) -> dict[str, torch.Tensor]:
+    res = {}
+    for name in ("bicubic", "DIC"):
+        res[f"{name}_psnr"] = psnr_y(outs[name], photos, border).cpu()
+        res[f"{name}_ssim"] = ssim_y(outs[name], photos, border).cpu()
+    return res
+
+
 def measure(dic, photos: torch.Tensor, border: int) -> dict:
     """Per face: PSNR and SSIM of DIC and bicubic against the photos (N, 3, R, R): name -> (N,) float64."""
-    thumbs = downscale(photos, dic.cfg.lr_size).clamp(0, 1)  # PULSE's thumbnails of the photos
-    outs = {"bicubic": F.interpolate(thumbs, size=photos.shape[-1], mode="bicubic", align_corners=False),
-            "DIC": dic.upscale(thumbs)}
-    res = {}
-    for name, x in outs.items():
-        x = (x.clamp(0, 1) * 255).round() / 255  # what a saved PNG holds
-        res[f"{name}_psnr"] = psnr_y(x, photos, border).cpu()
-        res[f"{name}_ssim"] = ssim_y(x, photos, border).cpu()
-    return res
+    return _scores(upscaled(dic, photos), photos, border)
 
 
 def dic_report(cfg: DICReportConfig, *, progress: bool = True) -> dict:
@@ -87,10 +96,13 @@ def dic_report(cfg: DICReportConfig, *, progress: bool = True) -> dict:
         per: dict[str, list[torch.Tensor]] = {}
         for s in tqdm(range(0, len(pick), cfg.batch), desc=name, disable=not progress, unit="batch"):
             photos = torch.stack([ds[i]["image"] for i in pick[s:s + cfg.batch]]).to(device)
-            for k, v in measure(dic, photos, border).items():
+            outs = upscaled(dic, photos)
+            for k, v in _scores(outs, photos, border).items():
                 per.setdefault(k, []).append(v)
-            if s == 0 and cfg.examples:
-                tiles += _examples(dic, photos[: cfg.examples // len(cfg.sets) or 1])
+            if s == 0 and cfg.examples:  # per face: the photo, its input, bicubic, DIC
+                n = cfg.examples // len(cfg.sets) or 1
+                tiles += [t.cpu() for i in range(min(n, len(photos)))
+                          for t in (photos[i], outs["input"][i], outs["bicubic"][i], outs["DIC"][i])]
         vals = {k: torch.cat(v) for k, v in per.items()}
         report["sets"][name] = {
             "on": label, "faces": len(pick),
@@ -107,16 +119,6 @@ def dic_report(cfg: DICReportConfig, *, progress: bool = True) -> dict:
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
     (out / "report.md").write_text(render(report))
     return report
-
-
-def _examples(dic, photos: torch.Tensor) -> list[torch.Tensor]:
-    """Per face: the photo, its thumbnail (nearest-upscaled), bicubic, DIC: (3, R, R) tiles on the CPU."""
-    R = photos.shape[-1]
-    thumbs = downscale(photos, dic.cfg.lr_size).clamp(0, 1)
-    near = F.interpolate(thumbs, size=R, mode="nearest")
-    bic = F.interpolate(thumbs, size=R, mode="bicubic", align_corners=False).clamp(0, 1)
-    out = dic.upscale(thumbs)
-    return [t.cpu() for i in range(len(photos)) for t in (photos[i], near[i], bic[i], out[i])]
 
 
 def render(r: dict) -> str:

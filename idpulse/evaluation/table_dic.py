@@ -12,16 +12,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
+from ..imageio import bicubic_up, to_8bit
 from ..pulse import downscale
 from .fidelity import SSIM_WINDOW, psnr_y, ssim_y
 from .stats import mean_sd_ci
 from .table_cache import Loader
-
-
-def _to_8bit(x: torch.Tensor) -> torch.Tensor:
-    return (x.clamp(0, 1) * 255).round() / 255
 
 
 class MadeResults:
@@ -49,7 +45,7 @@ class MadeResults:
 
     @torch.no_grad()
     def _make(self, thumbs: torch.Tensor) -> torch.Tensor:
-        return _to_8bit(self.make(thumbs))
+        return to_8bit(self.make(thumbs))
 
     def load(self, idx: Sequence[int]) -> torch.Tensor:
         """(b, 3, R, R) on the CPU, 8-bit values."""
@@ -63,10 +59,8 @@ def dic_results(dic, source: Loader, n: int, cfg, device) -> MadeResults:
 
 def bicubic_results(source: Loader, n: int, resolution: int, cfg, device) -> MadeResults:
     """Bicubic upscaling of the same thumbnails to the generator's resolution."""
-    def make(thumbs):
-        return F.interpolate(thumbs, size=resolution, mode="bicubic", align_corners=False)
-
-    return MadeResults(make, source, n, cfg.thumbnail_size, cfg.pulse.eps, cfg.batch, device)
+    return MadeResults(lambda thumbs: bicubic_up(thumbs, resolution), source, n, cfg.thumbnail_size, cfg.pulse.eps,
+                       cfg.batch, device)
 
 
 def fidelity_skipped(resolution: int, thumbnail_size: int) -> str:

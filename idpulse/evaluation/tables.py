@@ -388,8 +388,9 @@ def eval_tables(cfg: TablesConfig) -> dict:
                                                ("attr_judge", cfg.attr_judge), ("dic", cfg.dic)) if p}
     fid = {"border": R // cfg.thumbnail_size, "table2": fid2, "table3": fid3,
            "on": {"table2": race.label, "table3": f"CelebA {cfg.split}"}}
-    if fidelity_skipped(R, cfg.thumbnail_size):
-        fid["skipped"] = fidelity_skipped(R, cfg.thumbnail_size)
+    skipped = fidelity_skipped(R, cfg.thumbnail_size)
+    if skipped:
+        fid["skipped"] = skipped
     report = {"table1": t1, "table2": t2, "table3": t3, "identity": identity, "requests": requests, "fidelity": fid,
               "paper_table2": PAPER_TABLE2, "paper_table3": PAPER_TABLE3, "judges": judges,
               "hashes": hashes, "config": to_dict(cfg), "objective": objective_summary(cfg),
