@@ -188,7 +188,9 @@ class FixedAlign(torch.nn.Module):
     def __init__(self, src_size: int, out_size: int = 112):
         super().__init__()
         M = similarity_transform(crop_template(src_size), ARCFACE_112 * (out_size / 112.0))
-        self.register_buffer("M", torch.as_tensor(M, dtype=torch.float32)[None], persistent=False)
+        # kept in float64 (cast to the images' dtype at use) so a float64 search warps exactly as
+        # DetectedAlign's float64 transform does; float32 use rounds it the same either way
+        self.register_buffer("M", torch.as_tensor(M, dtype=torch.float64)[None], persistent=False)
         self.out_size = out_size
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
