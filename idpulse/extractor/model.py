@@ -4,9 +4,10 @@
 (see `idpulse.align.FixedAlign`/`DetectedAlign` for generated faces), puts the channels in the
 order its backbone was trained on (`input_order`: "rgb" for ours and insightface's arcface_torch,
 "bgr" for TreB1eN's), normalises them to [-1, 1] as both do ((x/255 - 0.5)/0.5 on 8-bit pixels),
-and returns 512-D features; the heads `race_head` (`RaceHead`) and `attr_head` (`AttributeHead`),
-None when absent, map features to logits. `theta_thr` is Eq. 4's threshold, re-estimated after
-training (calc-best-angle-threshold).
+and returns 512-D features (through a learnt `FeatureEmbedding` when the backbone's own features
+are not 512-D: the converted faceres MobileNet's 1024); the heads `race_head` (`RaceHead`) and
+`attr_head` (`AttributeHead`), None when absent, map features to logits. `theta_thr` is Eq. 4's
+threshold, re-estimated after training (calc-best-angle-threshold).
 
 `load_any_extractor` reads our checkpoint format or a bare backbone state dict (insightface's
 `backbone.pth`, TreB1eN's `model_ir_se50.pth`), whose architecture it infers from the keys.
@@ -30,6 +31,39 @@ FORMAT = "idpulse.extractor/v1"
 InputOrder = Literal["rgb", "bgr"]
 
 
+class FeatureEmbedding(nn.Module):
+    """A backbone's pooled features -> the D-D features the heads and Eq. 4 use: a linear map and
+    batch norm, insightface's embedding layer. (B, C) -> (B, D). Started by `init_pca`, it is
+    the PCA whitening of the training faces' features."""
+
+    def __init__(self, cin: int, dim: int = 512):
+        super().__init__()
+        self.linear = nn.Linear(cin, dim)
+        self.bn = nn.BatchNorm1d(dim, eps=1e-5)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.linear(t))
+
+    @torch.no_grad()
+    def init_pca(self, t: torch.Tensor) -> float:
+        """The linear map projects onto the top principal directions of features t (N, C), centred
+        on their mean; batch norm's running statistics are the projections' (so, in eval mode, the
+        whitened projections). Returns the share of the variance kept."""
+        t = t.double()
+        mean = t.mean(0)
+        _, sv, vt = torch.linalg.svd(t - mean, full_matrices=False)  # vt (min(N, C), C)
+        d = self.linear.out_features
+        if len(vt) < d:
+            raise UserError(f"the embedding's PCA start needs at least {d} faces, got {len(t)}")
+        w = vt[:d]  # (D, C)
+        self.linear.weight.copy_(w)
+        self.linear.bias.copy_(-(w @ mean))
+        proj = (t - mean) @ w.T  # (N, D)
+        self.bn.running_mean.zero_()
+        self.bn.running_var.copy_(proj.var(0))
+        return float((sv[:d] ** 2).sum() / (sv ** 2).sum())
+
+
 class FaceExtractor(nn.Module):
     """`input_order` is the channel order the backbone was trained on: the input is always RGB and
     is flipped to BGR in `forward` when it says "bgr". Checkpoints saved before it existed hold RGB
@@ -37,17 +71,29 @@ class FaceExtractor(nn.Module):
 
     def __init__(self, *, backbone: str = "iresnet18", width: float = 1.0, race_classes: list[str] | None = None,
                  attribute_names: list[str] | None = None, theta_thr: float = 65.0, temperature: float = 10.0,
-                 input_order: InputOrder = "rgb"):
+                 input_order: InputOrder = "rgb", embedding: int = 0):
         super().__init__()
         if input_order not in ("rgb", "bgr"):
             raise ValueError(f"input_order must be 'rgb' or 'bgr', got {input_order!r}")
         self.config = dict(backbone=backbone, width=width, race_classes=list(race_classes or []),
                            attribute_names=list(attribute_names or []), theta_thr=theta_thr, temperature=temperature,
-                           input_order=input_order)
+                           input_order=input_order, embedding=embedding)
         self.backbone = get_backbone(backbone, width=width)
-        self.race_head = RaceHead(race_classes) if race_classes else None
-        self.attr_head = AttributeHead(attribute_names) if attribute_names else None
+        # embedding > 0: a FeatureEmbedding from the backbone's features to `embedding`-D (a
+        # checkpoint saved before it existed has none: 0)
+        self.embed = FeatureEmbedding(getattr(self.backbone, "num_features", 512), embedding) if embedding else None
+        self.dim = embedding or getattr(self.backbone, "num_features", 512)  # f's features: what the heads take
+        self.race_head = RaceHead(race_classes, dim=self.dim) if race_classes else None
+        self.attr_head = AttributeHead(attribute_names, dim=self.dim) if attribute_names else None
         self.source = f"idpulse {backbone}"  # where the weights came from, for the one-line report (describe)
+        # set by training from a frozen pretrained backbone: it stays in eval mode whatever train() says
+        self.backbone_frozen = False
+
+    def train(self, mode: bool = True) -> FaceExtractor:
+        super().train(mode)
+        if self.backbone_frozen:
+            self.backbone.eval()  # a frozen batch norm must not move its running statistics
+        return self
 
     @property
     def theta_thr(self) -> float:
@@ -57,11 +103,19 @@ class FaceExtractor(nn.Module):
     def input_order(self) -> str:
         return self.config["input_order"]
 
-    def forward(self, faces: torch.Tensor) -> torch.Tensor:
-        """faces (B, 3, 112, 112), RGB in [0, 1], aligned -> features (B, 512)."""
+    def trunk(self, faces: torch.Tensor) -> torch.Tensor:
+        """faces (B, 3, 112, 112), RGB in [0, 1], aligned -> the backbone's own features (B, C)."""
         if self.config["input_order"] == "bgr":
             faces = faces.flip(1)  # (B, 3, H, W): RGB -> BGR, as TreB1eN's cv2-decoded training data
         return self.backbone(faces * 2 - 1)
+
+    def embed_features(self, t: torch.Tensor) -> torch.Tensor:
+        """The backbone's features (B, C) -> f's features (B, 512): the embedding, where there is one."""
+        return t if self.embed is None else self.embed(t)
+
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        """faces (B, 3, 112, 112), RGB in [0, 1], aligned -> features (B, 512)."""
+        return self.embed_features(self.trunk(faces))
 
     def describe(self) -> str:
         """One line: whose weights, which architecture, which channel order."""

@@ -12,9 +12,11 @@ from .model import FaceExtractor
 
 
 def same_diff_angles(f: FaceExtractor, faces: torch.Tensor, ids: list[int], n: int, seed: int,
-                     device) -> tuple[torch.Tensor, torch.Tensor]:
+                     device, trunk_features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Angles under f of `n` random Same pairs (two photos of one identity) and `n` Diff pairs
-    of the aligned uint8 `faces` (N, 3, 112, 112) with identities `ids`; -> ((n,), (n,))."""
+    of the aligned uint8 `faces` (N, 3, 112, 112) with identities `ids`; -> ((n,), (n,)).
+    `trunk_features` (N, C): f's backbone features of those faces, computed already (a frozen
+    backbone): only the embedding runs."""
     g = torch.Generator().manual_seed(seed)
     by_id: dict[int, list[int]] = {}
     for i, k in enumerate(ids):
@@ -41,6 +43,10 @@ def same_diff_angles(f: FaceExtractor, faces: torch.Tensor, ids: list[int], n: i
             res = []
             for s in range(0, len(idx), 256):
                 p = idx[s:s + 256]
+                if trunk_features is not None:
+                    a, b = (f.embed_features(trunk_features[p[:, k]].to(device)) for k in (0, 1))
+                    res.append(angle_deg(a, b).cpu())
+                    continue
                 a, b = (faces[p[:, k]].to(device).float() / 255.0 for k in (0, 1))  # (b, 3, 112, 112) in [0, 1]
                 res.append(angle_deg(f(a), f(b)).cpu())
             angles.append(torch.cat(res))
@@ -49,6 +55,6 @@ def same_diff_angles(f: FaceExtractor, faces: torch.Tensor, ids: list[int], n: i
 
 
 def estimate_threshold(f: FaceExtractor, faces: torch.Tensor, ids: list[int], n: int, seed: int,
-                       device) -> tuple[float, float]:
+                       device, trunk_features: torch.Tensor | None = None) -> tuple[float, float]:
     """theta_thr on Same/Diff pairs of the training faces (brute force); -> (theta, accuracy)."""
-    return best_angle_threshold(*same_diff_angles(f, faces, ids, n, seed, device))
+    return best_angle_threshold(*same_diff_angles(f, faces, ids, n, seed, device, trunk_features))

@@ -29,11 +29,13 @@ from ..config import at_least, check_resume, to_dict, write_run_info
 from ..data.preload import align_to_arcface, preload_aligned
 from ..errors import UserError
 from ..extractor import ArcFaceHead, FaceExtractor, angle_deg, save_extractor, similarity_loss
+from ..extractor.backbones import BGR_BACKBONES
 from ..extractor.threshold import estimate_threshold
 from ..generator.build import GeneratorConfig, build_generator
 from ..generator.weights import atomic_save, torch_load
 from ..precision import Precision, autocast
 from .lookalike import LookalikeConfig, build_lookalikes, pick_pairs, read_manifest
+from .pretrained import siam_features, start_from_pretrained
 from .rng import rng_state, set_rng_state
 
 
@@ -41,6 +43,12 @@ from .rng import rng_state, set_rng_state
 class ExtractorModelConfig:
     backbone: str = "iresnet18"
     width: float = 0.25
+    input_order: Literal["auto", "rgb", "bgr"] = "auto"  # auto: BGR for backbones trained on BGR (faceres, TreB1eN's)
+    # a pretrained start (training/pretrained.py): a bare backbone state dict of `backbone` at `width`
+    # (e.g. scripts/convert_faceres.py's output), loaded strictly; "": random weights
+    init: str = ""
+    embedding: int = at_least(0, 0)  # > 0: a learnt map from the backbone's features to this many (PCA start with init)
+    freeze_backbone: bool = False  # with init: only the embedding, heads and ArcFace centres train
 
 
 @dataclass
@@ -53,6 +61,7 @@ class ExtractorTrainConfig:
     # the same `generator:` section as upscaling and the tables
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     data_root: str = ""  # default $IDPULSE_SHARED/data
+    cache_dir: str = ""  # aligned faces and a frozen backbone's features, reusable across runs (default run_dir/cache)
     # L_arc's identities: "celeba" (the CelebA training crops of data_root, preloaded) or "recordio"
     # (an insightface pack such as MS1M: arc_root/train.rec, train.idx, property; streamed). CelebA's
     # crops still give the lookalike sources, the attributes and theta_thr's Same/Diff pairs.
@@ -100,11 +109,13 @@ class ExtractorTrainConfig:
 # `precision` too: the weights and optimiser state are fp32 under either, so the saved state fits
 # both and the run goes on from it (later steps' rounding differs, as on another device)
 RESUMABLE_CHANGES = {"device", "data_threads", "log_every", "checkpoint_every", "meta_epochs", "run_dir",
-                     "precision"}
+                     "precision", "cache_dir"}
 
 
 def _f32(x: torch.Tensor, device) -> torch.Tensor:
-    return x.to(device).float() / 255.0
+    """uint8 faces -> float in [0, 1]; float rows (a frozen backbone's cached features) as they are."""
+    x = x.to(device)
+    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
 
 
 class Net(nn.Module):
@@ -113,7 +124,7 @@ class Net(nn.Module):
     def __init__(self, f: FaceExtractor, num_ids: int, cfg: ExtractorTrainConfig):
         super().__init__()
         self.f = f
-        self.arc = ArcFaceHead(num_ids, s=cfg.arc_s, m=cfg.arc_m)
+        self.arc = ArcFaceHead(num_ids, f.dim, s=cfg.arc_s, m=cfg.arc_m)
         self.precision = cfg.precision
 
     def forward(self, batch: dict, theta_thr: float, temperature: float) -> dict:
@@ -127,12 +138,10 @@ class Net(nn.Module):
         """
         names = ["arc_x"] + [k for k in ("race_x", "attr_x") if k in batch]
         parts = [batch[k] for k in names]
-        if "siam_x" in batch:  # (x, G_x), (x', G_x'), (x, flip(x'))
-            parts += [batch["siam_x"], batch["siam_gx"], batch["siam_x2"], batch["siam_gx2"], batch["siam_x2"].flip(3)]
-        x = torch.cat(parts)
-        with autocast(x.device, self.precision):  # bf16: the backbone only; the heads and losses below in fp32
-            feats = self.f(x)
-        feats = feats.float().split([p.shape[0] for p in parts])  # one (B_total, 512) pass
+        if "siam_x" in batch:  # (x, G_x), (x', G_x'), (x, flip(x')); a frozen backbone's flip(x') is cached
+            x2f = batch["siam_x2f"] if "siam_x2f" in batch else batch["siam_x2"].flip(3)
+            parts += [batch["siam_x"], batch["siam_gx"], batch["siam_x2"], batch["siam_gx2"], x2f]
+        feats = self._features(parts).float().split([p.shape[0] for p in parts])  # one (B_total, 512) pass
         feat = dict(zip(names, feats[:len(names)]))
         out = {"arc": self.arc(feat["arc_x"], batch["arc_y"])}
         if "race_x" in batch:
@@ -147,6 +156,15 @@ class Net(nn.Module):
 
             out["siam"] = (s(x, gx, 0.0) + s(x2, gx2, 0.0) + s(x, x2f, 1.0)).mean()
         return out
+
+    def _features(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """The parts (images (b, 3, 112, 112), or a frozen backbone's features (b, C)) -> (B_total, 512)."""
+        with autocast(parts[0].device, self.precision):  # bf16: the backbone only; the heads and losses in fp32
+            if not self.f.backbone_frozen:
+                return self.f(torch.cat(parts))
+            with torch.no_grad():  # images not cached (a RecordIO pack) go through the frozen backbone here
+                t = torch.cat([p if p.dim() == 2 else self.f.trunk(p) for p in parts])
+            return self.f.embed_features(t.float())
 
 
 def training_loop(cfg: ExtractorTrainConfig) -> Path:
@@ -182,11 +200,11 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
         raise UserError(f"arc_data must be 'celeba' or 'recordio', not {cfg.arc_data!r}")
     celeba = CelebA(root / "celeba" if root else None, split="train")
     # (N, 3, 112, 112) uint8, one file under the run shared by every rank
-    arc_faces, arc_labels = preload_aligned(celeba, cfg.max_images, "CelebA faces", cache_dir=run / "cache")
+    cache = Path(cfg.cache_dir) if cfg.cache_dir else run / "cache"
+    arc_faces, arc_labels = preload_aligned(celeba, cfg.max_images, "CelebA faces", cache_dir=cache)
     raw_ids = [int(lb["identity"]) for lb in arc_labels]
     id_map = {k: i for i, k in enumerate(sorted(set(raw_ids)))}
     arc_y = torch.tensor([id_map[k] for k in raw_ids])
-    arc_batch, num_arc, num_ids = _arc_source(cfg, arc_faces, arc_y, len(id_map))
     attr_idx = [i for i, lb in enumerate(arc_labels) if bool(lb["has_attributes"])]
     if cfg.use_attr and not attr_idx:
         raise UserError("use_attr is on but no training image has attributes")
@@ -196,18 +214,29 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
     if cfg.use_race:
         race_ds, race_classes = race_dataset(cfg.race_data, cfg.race_root, split="train", data_root=root)
         race_faces, race_labels = preload_aligned(race_ds, cfg.max_images, f"race faces ({cfg.race_data})",
-                                                  cache_dir=run / "cache")
+                                                  cache_dir=cache)
         race_y = torch.tensor([int(lb["race"]) for lb in race_labels])
 
     torch.manual_seed(cfg.seed)
-    f = FaceExtractor(backbone=cfg.model.backbone, width=cfg.model.width,
-                      race_classes=race_classes,
-                      attribute_names=CELEBA_ATTRIBUTES if cfg.use_attr else None, temperature=cfg.temperature)
+    m = cfg.model
+    f = FaceExtractor(backbone=m.backbone, width=m.width, race_classes=race_classes, embedding=m.embedding,
+                      attribute_names=CELEBA_ATTRIBUTES if cfg.use_attr else None, temperature=cfg.temperature,
+                      input_order=m.input_order if m.input_order != "auto" else
+                      ("bgr" if m.backbone in BGR_BACKBONES else "rgb"))
+    arc_t = race_t = None  # a frozen backbone's features of arc_faces and race_faces (N, C)
+    if m.init:
+        arc_t, race_t = start_from_pretrained(f, m, arc_faces, race_faces, device, cache, resuming=saved is not None,
+                                              progress=rank == 0)
+    elif m.freeze_backbone:
+        raise UserError("model.freeze_backbone needs model.init (the pretrained weights to keep)")
+    arc_src = arc_t if arc_t is not None else arc_faces  # what L_arc, L_attr and L_siam's x draw rows from
+    arc_batch, num_arc, num_ids = _arc_source(cfg, arc_src, arc_y, len(id_map))
     if cfg.use_attr:
         known = (attr_y >= 0).float()
         f.attr_head.pos_rate.copy_(((attr_y.clamp_min(0) * known).sum(0) / known.sum(0).clamp_min(1)).clamp(0.01, 0.99))
     net = Net(f, num_ids, cfg).to(device)
-    opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=cfg.lr, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg.lr_milestones, gamma=0.1)
     scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 needs none; kept for fp16 set-ups
     st = {"meta_epoch": 1, "phase": "lookalike", "step": 0, "global_step": 0, "theta_thr": 65.0, "history": []}
@@ -260,11 +289,13 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
                 f.eval()
                 build_lookalikes(folder, G, src, pairs, cfg.lookalike, extractor=f if me >= 2 else None,
                                  align=gen_align, seed=cfg.seed + 7 * me, progress=True)
-                f.train()
+                f.train()  # a frozen backbone stays in eval mode (FaceExtractor.train)
                 st["phase"] = "train"
                 save()
             # Algorithm 2: this meta-epoch's Algorithm 1 trains on every lookalike so far, its own included
             siam = _load_siam(run, me, G.resolution, device)
+            if siam is not None and f.backbone_frozen:
+                siam = siam_features(f, siam, arc_faces, device)
         st["phase"] = "train"
         use_siam_now = cfg.use_siam and me >= 2 and siam is not None
         bar = tqdm(total=cfg.steps_per_meta_epoch, initial=st["step"], desc=f"meta-epoch {me}/{cfg.meta_epochs}",
@@ -276,17 +307,20 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
             batch = {"arc_x": _f32(x, device), "arc_y": y.to(device)}
             if cfg.use_race:
                 j = torch.randint(len(race_y), (cfg.batch_race,))
-                batch["race_x"], batch["race_y"] = _f32(race_faces[j], device), race_y[j].to(device)
+                batch["race_x"] = _f32((race_t if race_t is not None else race_faces)[j], device)
+                batch["race_y"] = race_y[j].to(device)
             if cfg.use_attr:
                 q = torch.randint(len(attr_idx), (cfg.batch_attr,))
                 a = attr_y[q]  # (b, 40) in {0, 1}, -1 unknown
-                batch["attr_x"] = _f32(arc_faces[attr_idx_t[q]], device)
+                batch["attr_x"] = _f32(arc_src[attr_idx_t[q]], device)
                 batch["attr_y"], batch["attr_m"] = a.clamp_min(0).to(device), (a >= 0).to(device)
             if use_siam_now:
                 p = torch.randint(len(siam[0]), (cfg.batch_siam,))
-                batch["siam_x"] = _f32(arc_faces[siam[0][p]], device)
-                batch["siam_x2"] = _f32(arc_faces[siam[1][p]], device)
+                batch["siam_x"] = _f32(arc_src[siam[0][p]], device)
+                batch["siam_x2"] = _f32(arc_src[siam[1][p]], device)
                 batch["siam_gx"], batch["siam_gx2"] = siam[2][p].to(device), siam[3][p].to(device)
+                if len(siam) > 4:  # a frozen backbone: flip(x')'s features, cached with the lookalikes
+                    batch["siam_x2f"] = siam[4][p].to(device)
             terms = net_ddp(batch, st["theta_thr"], cfg.temperature)
             weights = {"arc": 1.0, "siam": cfg.l_siam, "race": cfg.l_race, "attr": cfg.l_attr}
             loss = sum(weights[k] * v for k, v in terms.items())  # Eq. 10
@@ -309,7 +343,7 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
             if st["step"] % cfg.checkpoint_every == 0 and st["step"] < cfg.steps_per_meta_epoch:
                 save()
         bar.close()
-        thr, acc = estimate_threshold(f, arc_faces, raw_ids, cfg.threshold_pairs, cfg.seed + me, device)
+        thr, acc = estimate_threshold(f, arc_faces, raw_ids, cfg.threshold_pairs, cfg.seed + me, device, arc_t)
         st["theta_thr"] = thr
         f.config["theta_thr"] = thr
         st["history"].append({"meta_epoch": me, "theta_thr": thr, "same_diff_accuracy": acc,
