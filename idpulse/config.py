@@ -154,12 +154,32 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
+DRY_RUN = ("--dry-run", "--dry_run")
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | dict | None = None) -> T:
-    """Dataclass defaults <- YAML file <- overrides, type-checked."""
+    """Dataclass defaults <- YAML file <- overrides, type-checked.
+
+    Every script passes its command line's `--key=value` overrides here, so every script takes
+    `--dry-run` too: the resolved config is printed as YAML (what the run folder's `config.yaml`
+    would hold) and the command exits without doing anything."""
+    dry = isinstance(overrides, list) and any(a in DRY_RUN for a in overrides)
+    if dry:
+        overrides = [a for a in overrides if a not in DRY_RUN]
     data = read_yaml(path) if path else {}
     if overrides:
         data = _merge(data, overrides if isinstance(overrides, dict) else parse_overrides(overrides))
-    return _build(cls, data)
+    cfg = _build(cls, data)
+    if dry:
+        print_config(cfg, path)
+        raise SystemExit(0)
+    return cfg
+
+
+def print_config(cfg, path: str | Path | None = None) -> None:
+    """The resolved config as YAML on stdout (`--dry-run`), headed by where it came from."""
+    print(f"# {type(cfg).__name__}: defaults <- {path or 'no config file'} <- the command line")
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
 
 
 def to_dict(cfg) -> dict:

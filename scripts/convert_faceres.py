@@ -35,8 +35,8 @@ def main(argv=None):
     p.add_argument("out", help="where to write the state dict, e.g. weights/faceres_mobilenet.pth")
     p.add_argument("--quiet", action="store_true", help="print only the output path, not the layer mapping")
     args = p.parse_args(argv)
+    from idpulse.checkpoint import atomic_save
     from idpulse.extractor.faceres_convert import convert_folder
-    from idpulse.generator.weights import atomic_save
 
     state, report = convert_folder(args.models_dir)
     if not args.quiet:

@@ -58,6 +58,7 @@ def main(argv=None):
                    help="a photo of the person, to keep their identity (repeatable): Eq. 5")
     p.add_argument("--extractor", help="extractor checkpoint for the controls (default checkpoints/extractor_f.pt)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config (YAML) and exit")
     args, rest = p.parse_known_args(argv)
     unknown = [o for o in rest if not o.startswith("--") or "=" not in o]
     if unknown:
@@ -79,6 +80,11 @@ def main(argv=None):
                 node = node.setdefault(k, {})
             node[keys[-1]] = value
     cfg = load_config(UpscaleConfig, args.config, ov)
+    if args.dry_run:
+        from idpulse.config import print_config
+
+        print_config(cfg, args.config)
+        return 0
     if cfg.method == "dic" and (args.seeds is not None or args.steps is not None):
         print("warning: --seeds and --steps set PULSE's search; --method dic makes one face per input",
               file=sys.stderr)

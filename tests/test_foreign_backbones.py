@@ -149,7 +149,7 @@ def test_missing_batch_counts_load_but_a_missing_weight_is_named(tmp_path):
 
 
 def test_unexpected_keys_and_the_generator_stay_strict(tmp_path):
-    from idpulse.generator.weights import load_state_dict_strict
+    from idpulse.checkpoint import load_state_dict_strict
 
     net, _ = _small_file(tmp_path)
     state = net.state_dict()

@@ -134,7 +134,7 @@ def test_atomic_save_is_a_normal_file_named_as_a_direct_save(tmp_path):
     import os
     import zipfile
 
-    from idpulse.generator.weights import atomic_save
+    from idpulse.checkpoint import atomic_save
 
     old = os.umask(0o022)
     try:

@@ -8,9 +8,9 @@ import os
 
 import torch
 
+from ..checkpoint import atomic_save, load_state_dict_strict, torch_load
 from ..config import ConfigError, _build
 from ..errors import CheckpointError
-from ..generator.weights import atomic_save, load_state_dict_strict, torch_load
 from .config import DICConfig
 from .model import DIC
 

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..checkpoint import atomic_save, load_state_dict_strict, torch_load
 from ..config import at_least
 from ..errors import CheckpointError, UserError
-from ..generator.weights import atomic_save, load_state_dict_strict, torch_load
 
 FORMAT = "idpulse.judge/v1"
 PAPER_ATTRIBUTES = ["Arched_Eyebrows", "Male", "Narrow_Eyes", "Smiling", "Wearing_Lipstick"]

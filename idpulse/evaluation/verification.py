@@ -5,17 +5,27 @@ the extractor never trained on, aligned to the ArcFace template by their landmar
 accuracy of "same person iff angle < theta_thr" uses the extractor's own theta_thr (fitted on
 training pairs, so this is a held-out number); the best threshold on these pairs is reported
 beside it as an upper bound.
+
+With `pulse_pairs` > 0 it also measures what Algorithm 2 trains f for (Table 1's PULSE-Pairs row):
+plain PULSE (Eq. 3) upscales the thumbnails of that many held-out photos with `generator`, and
+each extractor's `theta_thr` decides whether a result is the photo's person. A face the search
+invented from 64 pixels is not that person: the share called "different" should be high, and
+higher for `f` than for `f_arc`. The searches run once for all the extractors of a command.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from ..config import at_least
 from ..distributed import resolve_device
 from ..extractor import load_extractor
-from ..extractor.losses import best_angle_threshold
+from ..extractor.losses import angle_deg, best_angle_threshold
+from ..generator.build import GeneratorConfig
+from ..pulse.config import PulseConfig
 from .stats import mean_sd_ci, wilson
 
 
@@ -27,9 +37,62 @@ class VerificationConfig:
     pairs: int = at_least(1, 1000)  # Same pairs and as many Diff pairs
     seed: int = 0
     device: str = "cpu"
+    # > 0: also this many plain PULSE results of held-out thumbnails, each against its photo
+    pulse_pairs: int = at_least(0, 0)
+    thumbnail_size: int = at_least(1, 8)
+    batch: int = at_least(1, 50)  # searches run together
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    pulse: PulseConfig = field(default_factory=lambda: PulseConfig(num_seeds=1))
 
 
-def verification(cfg: VerificationConfig, *, progress: bool = True) -> dict:
+def pulse_pair_faces(cfg: VerificationConfig, *, progress: bool = True) -> dict:
+    """Plain PULSE results of the thumbnails of `cfg.pulse_pairs` held-out photos (a seeded draw
+    from the split), aligned into the extractors' frame, with the photos aligned by their
+    landmarks: {"photos", "results"} (n, 3, 112, 112) in [0, 1], "accepted" (n,) bool. Each
+    face's random start follows its item name (`celeba-<split>-<index>`), as in the tables."""
+    from tqdm import tqdm
+
+    from ..align import build_align
+    from ..control import controlled_search
+    from ..data import CelebA
+    from ..data.preload import preload_aligned
+    from ..generator.build import build_generator
+    from ..pulse.downsample import downscale
+
+    device = resolve_device(cfg.device)
+    G = build_generator(cfg.generator, device)
+    align = build_align("auto", G.resolution, pulse_files=bool(cfg.generator.synthesis), device=device)
+    src = CelebA(cfg.data_root or None, split=cfg.split, size=G.resolution)  # the generator's frame
+    n = min(cfg.pulse_pairs, len(src))
+    idx = sorted(torch.randperm(len(src), generator=torch.Generator().manual_seed(cfg.seed))[:n].tolist())
+    photos, _ = preload_aligned(CelebA(cfg.data_root or None, split=cfg.split).subset(idx), 0, "", False)
+    results, accepted = [], []
+    for s in tqdm(range(0, n, cfg.batch), desc="PULSE pairs", unit="batch", disable=not progress):
+        part = idx[s:s + cfg.batch]
+        faces = torch.stack([src[i]["image"] for i in part]).to(device)  # (b, 3, R, R)
+        thumbs = downscale(faces, cfg.thumbnail_size).clamp(0, 1)
+        res, ok, _ = controlled_search(G, thumbs, None, keys=[f"celeba-{cfg.split}-{i}" for i in part],
+                                       retries=cfg.pulse.retries, **cfg.pulse.search_kwargs())
+        best = ok.float().argmax(1)  # (b,): an accepted start where there is one
+        img = res.images[torch.arange(len(part)), best]  # (b, 3, R, R)
+        img = (img.clamp(0, 1) * 255).round() / 255  # the 8-bit PNG a user gets
+        with torch.no_grad():
+            results.append(align(img).cpu())
+        accepted.append(ok[torch.arange(len(part)), best].cpu())
+    return {"photos": photos.float() / 255.0, "results": torch.cat(results), "accepted": torch.cat(accepted)}
+
+
+def called_different(f, pp: dict, device, batch: int = 64) -> dict:
+    """How often f calls a PULSE result a different person from its photo (angle >= theta_thr)."""
+    with torch.no_grad():
+        ang = torch.cat([angle_deg(f(pp["photos"][s:s + batch].to(device)), f(pp["results"][s:s + batch].to(device)))
+                         for s in range(0, len(pp["photos"]), batch)]).cpu()
+    k, n = int((ang >= f.theta_thr).sum()), len(ang)
+    return {"n": n, "different": k / n, "different_ci95": wilson(k, n), "angle": mean_sd_ci(ang),
+            "searches_accepted": float(pp["accepted"].float().mean())}
+
+
+def verification(cfg: VerificationConfig, *, progress: bool = True, pulse_pairs: dict | None = None) -> dict:
     from ..data import CelebA
     from ..data.preload import preload_aligned
     from ..extractor.threshold import same_diff_angles
@@ -43,9 +106,12 @@ def verification(cfg: VerificationConfig, *, progress: bool = True) -> dict:
     n = len(same) + len(diff)
     k = int((same < f.theta_thr).sum() + (diff >= f.theta_thr).sum())
     best_t, best_acc = best_angle_threshold(same, diff)
-    return {"extractor": cfg.extractor, "split": cfg.split, "pairs": cfg.pairs, "theta_thr": f.theta_thr,
-            "accuracy": k / n, "accuracy_ci95": wilson(k, n), "best_threshold": best_t,
-            "best_threshold_accuracy": best_acc, "same": mean_sd_ci(same), "diff": mean_sd_ci(diff)}
+    out = {"extractor": cfg.extractor, "split": cfg.split, "pairs": cfg.pairs, "theta_thr": f.theta_thr,
+           "accuracy": k / n, "accuracy_ci95": wilson(k, n), "best_threshold": best_t,
+           "best_threshold_accuracy": best_acc, "same": mean_sd_ci(same), "diff": mean_sd_ci(diff)}
+    if pulse_pairs is not None:  # `pulse_pair_faces`'s, made once for every extractor of the command
+        out["pulse_pairs"] = called_different(f, pulse_pairs, device)
+    return out
 
 
 def render(r: dict) -> str:
@@ -54,4 +120,13 @@ def render(r: dict) -> str:
             f"{r['split']} identities: {100 * r['accuracy']:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}) at its "
             f"theta_thr {r['theta_thr']:.1f} deg (best threshold on these pairs: {r['best_threshold']:.1f} deg, "
             f"{100 * r['best_threshold_accuracy']:.1f}%); angles Same {r['same']['mean']:.1f} ± {r['same']['sd']:.1f}, "
-            f"Diff {r['diff']['mean']:.1f} ± {r['diff']['sd']:.1f}")
+            f"Diff {r['diff']['mean']:.1f} ± {r['diff']['sd']:.1f}" + _render_pulse(r.get("pulse_pairs")))
+
+
+def _render_pulse(p: dict | None) -> str:
+    if p is None:
+        return ""
+    lo, hi = p["different_ci95"]
+    return (f"; PULSE results of {p['n']} held-out thumbnails called a different person from their photo: "
+            f"{100 * p['different']:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}), angle {p['angle']['mean']:.1f} "
+            f"± {p['angle']['sd']:.1f} ({100 * p['searches_accepted']:.0f}% of the searches within eps)")

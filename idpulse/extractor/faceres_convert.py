@@ -346,7 +346,7 @@ def convert_faceres(graph: TfjsGraph, *, what: str = "faceres.json") -> tuple[di
 def check_state(net: torch.nn.Module, state: dict, what: str) -> None:
     """Strict key accounting of a state dict against `net`: every key of the module present with
     its shape, none extra; else a one-line CheckpointError naming the keys."""
-    from ..generator.weights import load_state_dict_strict
+    from ..checkpoint import load_state_dict_strict
 
     load_state_dict_strict(net, state, what)
 

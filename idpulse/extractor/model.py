@@ -22,8 +22,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..checkpoint import atomic_save, load_state_dict_strict, torch_load
 from ..errors import CheckpointError, UserError
-from ..generator.weights import atomic_save, load_state_dict_strict, torch_load
 from .backbones import ALIASES, BACKBONES, BGR_BACKBONES, describe_backbone, get_backbone, infer_backbone
 from .losses import AttributeHead, RaceHead, angle_deg
 

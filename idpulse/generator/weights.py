@@ -11,61 +11,17 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 
+from ..checkpoint import atomic_save, load_state_dict_strict, torch_load
 from ..errors import CheckpointError
 from .stylegan import Generator, channels_at
 
 FORMAT = "idpulse.generator/v1"
 
 
-def torch_load(path: str | os.PathLike, what: str = "checkpoint"):
-    """`torch.load(weights_only=True)` on the CPU, with a one-line error for a bad file."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{what} not found: {path} (give the path to an existing file)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle, zip and unpickler errors all mean "not a usable file"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"cannot read {what} {path} ({type(e).__name__}: {first[:160]}): it is not a "
-                              "PyTorch weight file that loads with weights_only=True; check the path") from None
-
-
-def load_state_dict_strict(module: torch.nn.Module, state: dict, what: str, *,
-                           allow_missing_bn_counts: bool = False) -> None:
-    """Loads `state` into `module`, naming missing, unexpected and mis-shaped keys on failure.
-
-    With `allow_missing_bn_counts`, batch norm's `num_batches_tracked` counters (absent from state
-    dicts saved before PyTorch 0.4.1, e.g. TreB1eN's) may be missing: they keep the module's own
-    value (they only matter when training with momentum=None). Any other missing key is an error.
-    """
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{what} is not a state dict of tensors")
-    own = module.state_dict()
-    if allow_missing_bn_counts:
-        counts = [k for k in own if k.endswith(".num_batches_tracked") and k not in state]
-        state = {**state, **{k: own[k] for k in counts}}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or shapes:
-        def show(keys):
-            return ", ".join(keys[:4]) + (f" (+{len(keys) - 4} more)" if len(keys) > 4 else "")
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {show(missing)}")
-        if unexpected:
-            parts.append(f"unexpected keys: {show(unexpected)}")
-        if shapes:
-            k = shapes[0]
-            parts.append(f"shape mismatch at {k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                         + (f" (+{len(shapes) - 1} more)" if len(shapes) > 1 else ""))
-        raise CheckpointError(f"{what} does not fit the model: " + "; ".join(parts))
-    module.load_state_dict(state, strict=True)
 
 
 def infer_synthesis_config(state: dict) -> dict:
@@ -131,37 +87,6 @@ def load_pulse_generator(synthesis: str | os.PathLike, mapping: str | os.PathLik
     return G.eval().requires_grad_(False)
 
 
-def atomic_save(obj, path: str | os.PathLike) -> None:
-    """torch.save that never leaves a half-written file: written under its own name in a fresh
-    private folder beside `path` (so the archive inside is named as a direct save would name it),
-    flushed to disk (fsync), then moved over `path` with os.replace, and the folder synced. The
-    file gets the ordinary permissions of a new file (0666 less the umask), not a temp file's 0600."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
-    tmp = tmpdir / path.name
-    try:
-        torch.save(obj, tmp)  # by path: the archive is named after the file, as a direct save names it
-        _fsync(tmp)
-        os.replace(tmp, path)
-        _fsync(path.parent)  # the rename itself reaches the disk
-    finally:
-        tmp.unlink(missing_ok=True)
-        tmpdir.rmdir()
-
-
-def _fsync(p: Path) -> None:
-    """Flushes a file's (or folder's) data to disk; a no-op where the system cannot open it."""
-    try:
-        fd = os.open(p, os.O_RDONLY)
-    except OSError:  # some systems cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def generator_state(G: Generator, meta: dict | None = None) -> dict:

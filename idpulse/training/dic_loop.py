@@ -25,15 +25,14 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed as dist_utils
+from ..checkpoint import atomic_save, rng_state, set_rng_state, torch_load
 from ..config import ConfigError, at_least, check_resume, to_dict, write_run_info
 from ..dic.config import DICConfig, DICDataConfig, DICLandmarksConfig
 from ..dic.model import DIC, DICOutput, dic_loss, gt_heatmaps
 from ..dic.weights import save_dic
 from ..errors import UserError
-from ..generator.weights import atomic_save, torch_load
 from ..precision import uses_bf16
 from .dicgan import DICGANConfig, FeatureNet, build_discriminator, discriminator_loss, generator_loss
-from .rng import rng_state, set_rng_state
 
 STAGES = ("hourglass", "dic", "dicgan")
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from .. import distributed as dist_utils
 from ..align import FixedAlign, build_align
+from ..checkpoint import atomic_save, rng_state, set_rng_state, torch_load
 from ..config import at_least, check_resume, to_dict, write_run_info
 from ..data.preload import align_to_arcface, preload_aligned
 from ..errors import UserError
@@ -32,11 +33,9 @@ from ..extractor import ArcFaceHead, FaceExtractor, angle_deg, save_extractor, s
 from ..extractor.backbones import BGR_BACKBONES
 from ..extractor.threshold import estimate_threshold
 from ..generator.build import GeneratorConfig, build_generator
-from ..generator.weights import atomic_save, torch_load
 from ..precision import Precision, autocast
 from .lookalike import LookalikeConfig, build_lookalikes, pick_pairs, read_manifest
 from .pretrained import siam_features, start_from_pretrained
-from .rng import rng_state, set_rng_state
 
 
 @dataclass

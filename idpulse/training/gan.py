@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed as dist_utils
+from ..checkpoint import atomic_save, rng_state, set_rng_state, torch_load
 from ..config import at_least, check_resume, to_dict, write_run_info
 from ..errors import UserError
 from ..generator.stylegan import Generator
-from ..generator.weights import atomic_save, save_generator, torch_load
+from ..generator.weights import save_generator
 from ..precision import uses_bf16
 from .augment import diff_augment
 from .discriminator import Discriminator
-from .rng import rng_state, set_rng_state
 
 
 @dataclass

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import atomic_save, torch_load
 from ..errors import UserError
 from ..extractor import FaceExtractor, load_insightface_backbone
-from ..generator.weights import atomic_save, torch_load
 
 
 def load_pretrained_backbone(f: FaceExtractor, path: str) -> str:
