@@ -142,9 +142,12 @@ def parse_overrides(args: list[str]) -> dict:
 
 
 def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
+    """A config file: the path as given, else the bundled one of that name (`paths.resolve`)."""
+    from .paths import resolve
+
+    given, path = path, resolve(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"config file not found: {given}")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:

@@ -25,9 +25,10 @@ from .control import ControlConfig, Controls, controlled_search, objective_text
 from .dic.config import DICUseConfig
 from .distributed import resolve_device
 from .errors import UserError
-from .generator.build import GeneratorConfig, _resolve, build_generator, record_architecture
+from .generator.build import GeneratorConfig, build_generator, record_architecture
 from .generator.stylegan import Generator
 from .imageio import IMAGE_EXTS, bicubic_up, center_crop_square, load_rgb, make_grid, pil_to_tensor, save_png
+from .paths import resolve
 from .pulse import PulseResult, best_index, downscale
 from .pulse.config import PulseConfig
 
@@ -201,7 +202,7 @@ def build_controls(cfg: UpscaleConfig, G: Generator, detector=None, say=None) ->
     from .align import ARCFACE_112, FaceDetector, align_face, build_align
     from .extractor import load_any_extractor
 
-    path = _resolve(cfg.control.extractor)
+    path = resolve(cfg.control.extractor)
     if not path.is_file():
         raise UserError(f"no extractor checkpoint at {cfg.control.extractor}: give --extractor FILE "
                         "(scripts/train_extractor.py trains one)")
@@ -269,7 +270,7 @@ def comparison_dic(cfg: UpscaleConfig, G: Generator, say):
         return None
     from .dic.weights import load_dic_for
 
-    path = _resolve(cfg.dic.checkpoint)
+    path = resolve(cfg.dic.checkpoint)
     if not path.is_file():
         say(f"note: no DIC column in the grids: {cfg.dic.checkpoint} not found")
         return None

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from .config import ConfigError, write_run_info
 from .distributed import resolve_device
 from .errors import UserError
-from .generator.build import _resolve
 from .imageio import bicubic_up, make_grid, save_png
+from .paths import resolve
 from .pulse import downscale
 from .upscale import UpscaleConfig, _say, _write_json, list_inputs, prepare_inputs
 
@@ -58,7 +58,7 @@ def run_dic_upscale(cfg: UpscaleConfig, inputs: list[str], *, progress: bool = T
     device = resolve_device(cfg.device)
     if not cfg.dic.checkpoint:
         raise UserError("--method dic needs a DIC checkpoint: --dic.checkpoint=FILE (scripts/train_dic.py makes one)")
-    model = load_dic_for(_resolve(cfg.dic.checkpoint), cfg.input.thumbnail_size).to(device)
+    model = load_dic_for(resolve(cfg.dic.checkpoint), cfg.input.thumbnail_size).to(device)
     R = model.cfg.hr_size
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

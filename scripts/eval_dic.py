@@ -1,40 +1,7 @@
 #!/usr/bin/env python
-"""DIC against bicubic on held-out faces: PSNR/SSIM on Y (8 px border at 8x) of the DIC's and of
-bicubic upscaling of each face's thumbnail against the face, on CelebA's test partition and
-UTKFace's test split, with 95% intervals and the paired gain, plus a grid of examples, as
-Markdown + JSON + PNG in --out (default reports/dic).
+"""The `idpulse-eval-dic` command, run from the clone: idpulse/commands/eval_dic.py."""
 
-  python scripts/eval_dic.py                                 # the bundled checkpoints/dic.pt, 1000 faces a set
-  python scripts/eval_dic.py --dic=runs/dic_celeba64_cpu/dic.pt --faces=200 --out=reports/dic_run
-
-Any key of DICReportConfig (idpulse/evaluation/dic_report.py) can be set as --key=value.
-"""
-
-import argparse
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from idpulse.cli import run_main  # noqa: E402
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML config (keys of DICReportConfig)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    args, overrides = p.parse_known_args(argv)
-    from idpulse.config import load_config
-    from idpulse.evaluation.dic_report import DICReportConfig, dic_report
-
-    cfg = load_config(DICReportConfig, args.config, overrides)
-    r = dic_report(cfg, progress=not args.quiet)
-    for v in r["sets"].values():
-        print(f"{v['on']} ({v['faces']} faces): PSNR bicubic {v['bicubic_psnr']['mean']:.2f} dB, DIC "
-              f"{v['DIC_psnr']['mean']:.2f} dB; SSIM bicubic {v['bicubic_ssim']['mean']:.4f}, DIC "
-              f"{v['DIC_ssim']['mean']:.4f}")
-    print(f"report: {Path(cfg.out) / 'report.md'}")
-
+from idpulse.commands.eval_dic import cli
 
 if __name__ == "__main__":
-    run_main(main)
+    cli()

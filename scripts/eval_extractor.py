@@ -1,47 +1,7 @@
 #!/usr/bin/env python
-"""Verification accuracy of extractors on held-out CelebA identities (Same/Diff pairs), at each
-extractor's own theta_thr; what the model cards in checkpoints/README.md report.
+"""The `idpulse-eval-extractor` command, run from the clone: idpulse/commands/eval_extractor.py."""
 
-  python scripts/eval_extractor.py checkpoints/extractor_f.pt checkpoints/extractor_f_arc.pt
-  python scripts/eval_extractor.py runs/x/extractor.pt --pairs=2000 --json=out.json
-  python scripts/eval_extractor.py checkpoints/extractor_f_arc.pt checkpoints/extractor_f.pt --pulse_pairs=200
-
---pulse_pairs=N also upscales N held-out thumbnails with plain PULSE (the bundled generator, or
---generator.checkpoint=...) and reports how often each extractor calls the result a different
-person from its photo (Table 1's PULSE-Pairs; what Algorithm 2 trains f to see).
-
-Keys of VerificationConfig (idpulse/evaluation/verification.py) can be set as --key=value.
-"""
-
-import argparse
-import json
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from idpulse.cli import run_main  # noqa: E402
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("extractors", nargs="+", help="extractor checkpoints (idpulse format)")
-    p.add_argument("--json", help="also write the results to this JSON file")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    args, overrides = p.parse_known_args(argv)
-    from idpulse.config import load_config
-    from idpulse.evaluation.verification import VerificationConfig, pulse_pair_faces, render, verification
-
-    results, pp = [], None
-    for path in args.extractors:
-        cfg = load_config(VerificationConfig, None, [*overrides, f"--extractor={path}"])
-        if cfg.pulse_pairs and pp is None:  # the same PULSE results for every extractor
-            pp = pulse_pair_faces(cfg, progress=not args.quiet)
-        results.append(verification(cfg, progress=not args.quiet, pulse_pairs=pp))
-        print(render(results[-1]))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
-
+from idpulse.commands.eval_extractor import cli
 
 if __name__ == "__main__":
-    run_main(main)
+    cli()

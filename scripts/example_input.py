@@ -1,23 +1,7 @@
 #!/usr/bin/env python
-"""Writes the README's example photo: scikit-image's public-domain astronaut (Eileen Collins,
-NASA), to the path given (default data/astronaut.png). Does nothing if the file exists."""
+"""The `idpulse-example-input` command, run from the clone: idpulse/commands/example_input.py."""
 
-import sys
-from pathlib import Path
-
-
-def main(argv=None):
-    out = Path((argv or sys.argv[1:] or ["data/astronaut.png"])[0])
-    if out.is_file():
-        return 0
-    from PIL import Image
-    from skimage import data
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(data.astronaut()).save(out)
-    print(f"wrote {out}")
-    return 0
-
+from idpulse.commands.example_input import cli
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()

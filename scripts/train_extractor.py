@@ -1,39 +1,7 @@
 #!/usr/bin/env python
-"""Train the face feature extractor: Algorithm 2 (meta-epochs of lookalike generation and
-Algorithm 1's mixed mini-batches, Eq. 10). Resumes from --run_dir if it holds a state.
+"""The `idpulse-train-extractor` command, run from the clone: idpulse/commands/train_extractor.py."""
 
-  python scripts/train_extractor.py --config configs/extractor/f_cpu.yaml       # f (full loop)
-  python scripts/train_extractor.py --config configs/extractor/f_arc_cpu.yaml   # f_arc (ArcFace only)
-  torchrun --nproc_per_node=2 scripts/train_extractor.py --config ... --device=cpu
-  torchrun --nproc_per_node=8 scripts/train_extractor.py --config configs/extractor/f_paper_gpu.yaml
-
-The lookalikes' generator is a `generator:` section, as in upscaling and the tables:
---generator.checkpoint=FILE (idpulse) or --generator.synthesis=synthesis.pt [--generator.mapping=...]
-(PULSE's FFHQ files; their faces are aligned by detected landmarks, lookalike.align).
-
-Any key of ExtractorTrainConfig (idpulse/training/extractor_loop.py) can be set as --key=value.
-The result is <run_dir>/extractor.pt with its theta_thr and per-meta-epoch history.
-"""
-
-import argparse
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from idpulse.cli import run_main  # noqa: E402
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML config (keys of ExtractorTrainConfig)")
-    args, overrides = p.parse_known_args(argv)
-    from idpulse.config import load_config
-    from idpulse.training.extractor_loop import ExtractorTrainConfig, training_loop
-
-    out = training_loop(load_config(ExtractorTrainConfig, args.config, overrides))
-    print(f"extractor: {out}")
-
+from idpulse.commands.train_extractor import cli
 
 if __name__ == "__main__":
-    run_main(main)
+    cli()

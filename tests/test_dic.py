@@ -185,8 +185,8 @@ def test_landmark_cache_on_shared_crops(tmp_path):
     pytest.importorskip("dlib", reason="68-point landmarks need the judges extra (dlib-bin)")
     from conftest import need_shared
 
+    from idpulse.commands.dic_landmarks import main
     from idpulse.dic.landmarks import five_from_68, load_cache
-    from scripts.dic_landmarks import main
 
     root = need_shared("data", "celeba")
     cache = tmp_path / "celeba_68.npz"

@@ -17,8 +17,8 @@ import torch.nn.functional as F
 
 from ..config import at_least, write_run_info
 from ..distributed import resolve_device
-from ..generator.build import _resolve
 from ..imageio import bicubic_up, make_grid, to_8bit
+from ..paths import resolve
 from ..pulse import downscale
 from .fidelity import psnr_y, ssim_y
 from .stats import mean_sd_ci
@@ -80,7 +80,7 @@ def dic_report(cfg: DICReportConfig, *, progress: bool = True) -> dict:
 
     t0 = time.time()
     device = resolve_device(cfg.device)
-    dic = load_dic(_resolve(cfg.dic)).to(device)
+    dic = load_dic(resolve(cfg.dic)).to(device)
     R, border = dic.cfg.hr_size, dic.cfg.scale  # the border crop is the upscaling factor (DIC's evaluation)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

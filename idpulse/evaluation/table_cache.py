@@ -19,8 +19,8 @@ from .. import distributed as dist_utils
 from ..config import first_difference, to_dict
 from ..control import controlled_search
 from ..errors import UserError
-from ..generator.build import _resolve
 from ..imageio import pil_to_tensor, save_png
+from ..paths import resolve
 from ..pulse import best_index, downscale, start_seed
 
 # idx (a list of b positions) -> (b, 3, R, R) float in [0, 1] on the CPU: a batch of faces
@@ -149,9 +149,9 @@ def cache_settings(cfg, align_mode: str) -> dict:
     if g.random_init:
         gen = to_dict(g)
     elif g.synthesis:
-        gen = {"synthesis": sha256(_resolve(g.synthesis)), "mapping": sha256(_resolve(g.mapping)) if g.mapping else ""}
+        gen = {"synthesis": sha256(resolve(g.synthesis)), "mapping": sha256(resolve(g.mapping)) if g.mapping else ""}
     else:
-        gen = {"checkpoint": sha256(_resolve(g.checkpoint))}
+        gen = {"checkpoint": sha256(resolve(g.checkpoint))}
     # which file gives f is in its hash below; the detection settings count only for a detected
     # alignment (recorded with it, so a cache made before those keys existed stays valid)
     control = {k: v for k, v in to_dict(cfg.control).items()
@@ -160,7 +160,7 @@ def cache_settings(cfg, align_mode: str) -> dict:
     if pulse["precision"] == "fp32":  # what every cache before the key was searched with: those stay valid
         del pulse["precision"]
     settings = {"pulse": pulse, "control": control, "thumbnail_size": cfg.thumbnail_size,
-                "generator": gen, **{k: sha256(_resolve(getattr(cfg, k))) for k in ("f_arc", "f", "race_judge",
+                "generator": gen, **{k: sha256(resolve(getattr(cfg, k))) for k in ("f_arc", "f", "race_judge",
                                                                                   "attr_judge")}}
     if align_mode != "fixed":
         # earlier versions always aligned with FixedAlign, whatever control.align said: a cache without

@@ -37,7 +37,8 @@ from ..control import ControlConfig, Controls, objective_text
 from ..data import FaceDataset
 from ..errors import UserError
 from ..extractor import load_extractor
-from ..generator.build import GeneratorConfig, _resolve, build_generator, record_architecture
+from ..generator.build import GeneratorConfig, build_generator, record_architecture
+from ..paths import resolve
 from ..pulse.config import PulseConfig
 from .judges import PAPER_ATTRIBUTES, load_judge
 from .table1 import histogram_png, table1
@@ -353,7 +354,7 @@ def _setup(cfg: TablesConfig, out: Path) -> tuple[_Run, dict]:
     if cfg.dic:  # before any search: a DIC of other sizes is one line
         from ..dic.weights import load_dic_for
 
-        dic = load_dic_for(_resolve(cfg.dic), cfg.thumbnail_size, G.resolution).to(device)
+        dic = load_dic_for(resolve(cfg.dic), cfg.thumbnail_size, G.resolution).to(device)
     dist_utils.barrier()  # rank 0 checks and records the settings before any rank writes a result
     run = _Run(cfg, G, device, align, f_arc, f, race_judge.to(device), attr_judge.to(device), cache, main, dic)
     return run, {"race": race_meta.get("metrics"), "attr": attr_meta.get("metrics")}

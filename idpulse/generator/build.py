@@ -4,16 +4,14 @@ untrained one for trying the pipeline; loaded frozen onto the device."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from ..config import at_least
 from ..errors import UserError
+from ..paths import resolve
 from .stylegan import Generator
 from .weights import load_generator, load_pulse_generator
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -29,11 +27,6 @@ class GeneratorConfig:
     fit_samples: int = at_least(2, 1_000_000)  # samples of the Gaussian fit when it must be computed
 
 
-def _resolve(path: str) -> Path:
-    p = Path(path)
-    return p if p.is_absolute() or p.exists() else ROOT / p
-
-
 def build_generator(cfg: GeneratorConfig, device: torch.device) -> Generator:
     """The generator the config names, frozen, in eval mode, on `device`."""
     if cfg.random_init:
@@ -41,11 +34,11 @@ def build_generator(cfg: GeneratorConfig, device: torch.device) -> Generator:
         G = Generator(resolution=cfg.resolution, fmap_base=cfg.fmap_base, fmap_max=cfg.fmap_max)
         G.fit_gaussian(cfg.fit_samples)
     elif cfg.synthesis:
-        G = load_pulse_generator(_resolve(cfg.synthesis), _resolve(cfg.mapping) if cfg.mapping else None,
-                                 _resolve(cfg.gaussian_fit) if cfg.gaussian_fit else None,
+        G = load_pulse_generator(resolve(cfg.synthesis), resolve(cfg.mapping) if cfg.mapping else None,
+                                 resolve(cfg.gaussian_fit) if cfg.gaussian_fit else None,
                                  fit_samples=cfg.fit_samples)
     else:
-        path = _resolve(cfg.checkpoint)
+        path = resolve(cfg.checkpoint)
         if not path.is_file():
             raise UserError(f"no generator checkpoint at {cfg.checkpoint}: give --generator.checkpoint=FILE, "
                             "PULSE's weights with --generator.synthesis=synthesis.pt, or "

@@ -55,10 +55,10 @@ class FeatureNet(torch.nn.Module):
         super().__init__()
         from ..align import FixedAlign
         from ..extractor import load_any_extractor
-        from ..generator.build import _resolve
+        from ..paths import resolve
 
         self.align = FixedAlign(resolution)
-        self.net = load_any_extractor(_resolve(path)).eval().requires_grad_(False)
+        self.net = load_any_extractor(resolve(path)).eval().requires_grad_(False)
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
         return self.net(self.align(faces))
