@@ -176,7 +176,7 @@ def test_only_results_within_eps_are_lookalikes(tmp_path):
     f is frozen while it steers the L_sim searches and handed back to training as it was."""
     from idpulse.align import FixedAlign
     from idpulse.extractor import FaceExtractor
-    from idpulse.training.extractor_loop import _load_siam
+    from idpulse.training.extractor_data import load_siam
     from idpulse.training.lookalike import LookalikeConfig, build_lookalikes
 
     torch.manual_seed(0)
@@ -192,11 +192,11 @@ def test_only_results_within_eps_are_lookalikes(tmp_path):
     assert {r["attempts"] for r in recs} == {2} and {r["start"] for r in recs} <= {0, 1}
     assert f.training and [q.requires_grad for q in f.parameters()] == flags and any(flags)
     assert all(q.grad is None for q in f.parameters())  # frozen while searching: no weight gradients
-    assert _load_siam(tmp_path, 1, G.resolution, "cpu") is None  # no lookalike at all
+    assert load_siam(tmp_path, 1, G.resolution, "cpu") is None  # no lookalike at all
     easy = LookalikeConfig(thumbnail_size=4, steps=2, eps=1.0, batch=3, retries=1)
     recs = build_lookalikes(tmp_path / "lookalikes" / "meta2", G, _faces(), pairs, easy)
     assert all(r["success"] and r["attempts"] == 1 and r["start"] == 0 for r in recs)
-    siam = _load_siam(tmp_path, 2, G.resolution, "cpu")
+    siam = load_siam(tmp_path, 2, G.resolution, "cpu")
     assert len(siam[0]) == 2  # meta-epoch 2's two plain pairs; meta-epoch 1 gave none
 
 
@@ -258,7 +258,7 @@ def test_lsiam_aligns_each_lookalike_by_its_recorded_landmarks(tmp_path):
     from idpulse.align import FixedAlign, crop_template
     from idpulse.data.preload import align_to_arcface
     from idpulse.imageio import save_png
-    from idpulse.training.extractor_loop import _load_siam
+    from idpulse.training.extractor_data import load_siam
 
     folder = tmp_path / "lookalikes" / "meta1"
     folder.mkdir(parents=True)
@@ -274,7 +274,7 @@ def test_lsiam_aligns_each_lookalike_by_its_recorded_landmarks(tmp_path):
             r["landmarks"] = lm
         recs.append(r)
     (folder / "manifest.rank0.json").write_text(json.dumps(recs))
-    x, x2, gx, gx2 = _load_siam(tmp_path, 1, 32, "cpu")
+    x, x2, gx, gx2 = load_siam(tmp_path, 1, 32, "cpu")
     stored = [torch.from_numpy(np.array(Image.open(folder / f"{i}.png"))).permute(2, 0, 1).float() / 255
               for i in range(4)]
     fixed = FixedAlign(32)

@@ -24,17 +24,17 @@ import torch
 from torch import nn
 
 from .. import distributed as dist_utils
-from ..align import FixedAlign, build_align
+from ..align import build_align
 from ..checkpoint import atomic_save, rng_state, set_rng_state, torch_load
 from ..config import at_least, check_resume, to_dict, write_run_info
-from ..data.preload import align_to_arcface, preload_aligned
 from ..errors import UserError
 from ..extractor import ArcFaceHead, FaceExtractor, angle_deg, save_extractor, similarity_loss
 from ..extractor.backbones import BGR_BACKBONES
 from ..extractor.threshold import estimate_threshold
 from ..generator.build import GeneratorConfig, build_generator
 from ..precision import Precision, autocast
-from .lookalike import LookalikeConfig, build_lookalikes, pick_pairs, read_manifest
+from .extractor_data import TrainingData, arc_source, load_siam, make_lookalikes, training_data
+from .lookalike import LookalikeConfig
 from .pretrained import siam_features, start_from_pretrained
 
 
@@ -168,71 +168,20 @@ class Net(nn.Module):
 
 def training_loop(cfg: ExtractorTrainConfig) -> Path:
     """Runs (or resumes) Algorithm 2 in cfg.run_dir; returns the path of the exported `extractor.pt`."""
-    from tqdm import tqdm
-
-    from ..data import CELEBA_ATTRIBUTES, CelebA, race_dataset
-
     device = dist_utils.init(cfg.device)
     rank, world = dist_utils.rank(), dist_utils.world_size()
     run = Path(cfg.run_dir)
     state_path = run / "state.pt"
-    root = Path(cfg.data_root) if cfg.data_root else None
     saved = torch_load(state_path, "training state") if state_path.is_file() else None
     if saved is not None:  # before loading any data: a changed setting is one line, not a crash later
         check_resume(saved["config"], cfg, state_path, RESUMABLE_CHANGES)
-
-    G, gen_align = None, None  # the lookalikes' generator, loaded first: a wrong file fails before the data loads
-    if cfg.use_siam:
-        G = build_generator(cfg.generator, device)  # frozen, eval mode
-        la = cfg.lookalike
-        gen_align = build_align(la.align, G.resolution, pulse_files=bool(cfg.generator.synthesis),
-                                detect_every=la.detect_every, detect_size=la.detect_size, device=device)
-        if G.resolution % cfg.lookalike.thumbnail_size:
-            raise UserError(f"lookalike.thumbnail_size {cfg.lookalike.thumbnail_size} does not divide the "
-                            f"generator's {G.resolution} px")
-        if rank == 0:
-            print(f"lookalikes: {G.resolution} px generator, {cfg.lookalike.thumbnail_size} px thumbnails, "
-                  f"{type(gen_align).__name__} into f's frame")
-
-    # --- data: CelebA identities (ArcFace, Siamese sources), CelebA attributes, races (race_data) ---
-    if cfg.arc_data not in ("celeba", "recordio"):
-        raise UserError(f"arc_data must be 'celeba' or 'recordio', not {cfg.arc_data!r}")
-    celeba = CelebA(root / "celeba" if root else None, split="train")
-    # (N, 3, 112, 112) uint8, one file under the run shared by every rank
+    G, gen_align = _lookalike_generator(cfg, device, rank)  # first: a wrong file fails before the data loads
     cache = Path(cfg.cache_dir) if cfg.cache_dir else run / "cache"
-    arc_faces, arc_labels = preload_aligned(celeba, cfg.max_images, "CelebA faces", cache_dir=cache)
-    raw_ids = [int(lb["identity"]) for lb in arc_labels]
-    id_map = {k: i for i, k in enumerate(sorted(set(raw_ids)))}
-    arc_y = torch.tensor([id_map[k] for k in raw_ids])
-    attr_idx = [i for i, lb in enumerate(arc_labels) if bool(lb["has_attributes"])]
-    if cfg.use_attr and not attr_idx:
-        raise UserError("use_attr is on but no training image has attributes")
-    attr_y = torch.stack([arc_labels[i]["attributes"] for i in attr_idx]) if attr_idx else torch.zeros(0, 40)
-    attr_idx_t = torch.tensor(attr_idx, dtype=torch.long)
-    race_faces, race_y, race_classes = None, None, None
-    if cfg.use_race:
-        race_ds, race_classes = race_dataset(cfg.race_data, cfg.race_root, split="train", data_root=root)
-        race_faces, race_labels = preload_aligned(race_ds, cfg.max_images, f"race faces ({cfg.race_data})",
-                                                  cache_dir=cache)
-        race_y = torch.tensor([int(lb["race"]) for lb in race_labels])
+    data = training_data(cfg, cache)
 
     torch.manual_seed(cfg.seed)
-    m = cfg.model
-    f = FaceExtractor(backbone=m.backbone, width=m.width, race_classes=race_classes, embedding=m.embedding,
-                      attribute_names=CELEBA_ATTRIBUTES if cfg.use_attr else None, temperature=cfg.temperature,
-                      input_order=m.input_order if m.input_order != "auto" else
-                      ("bgr" if m.backbone in BGR_BACKBONES else "rgb"))
-    arc_t = race_t = None  # a frozen backbone's features of arc_faces and race_faces (N, C)
-    if m.init:
-        arc_t, race_t = start_from_pretrained(f, m, arc_faces, race_faces, device, cache, resuming=saved is not None,
-                                              progress=rank == 0)
-    elif m.freeze_backbone:
-        raise UserError("model.freeze_backbone needs model.init (the pretrained weights to keep)")
-    arc_src = arc_t if arc_t is not None else arc_faces  # what L_arc, L_attr and L_siam's x draw rows from
-    arc_batch, num_arc, num_ids = _arc_source(cfg, arc_src, arc_y, len(id_map))
-    if cfg.use_attr:
-        known = (attr_y >= 0).float()
-        f.attr_head.pos_rate.copy_(((attr_y.clamp_min(0) * known).sum(0) / known.sum(0).clamp_min(1)).clamp(0.01, 0.99))
+    f = _build_f(cfg, data, device, cache, resuming=saved is not None, rank=rank)
+    arc_batch, num_arc, num_ids = arc_source(cfg, data.arc_src, data.arc_y, data.num_ids)
     net = Net(f, num_ids, cfg).to(device)
     opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=cfg.lr, momentum=cfg.momentum,
                           weight_decay=cfg.weight_decay)
@@ -240,13 +189,7 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
     scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 needs none; kept for fp16 set-ups
     st = {"meta_epoch": 1, "phase": "lookalike", "step": 0, "global_step": 0, "theta_thr": 65.0, "history": []}
     if saved is not None:
-        net.load_state_dict(saved["net"])
-        opt.load_state_dict(saved["opt"])
-        sched.load_state_dict(saved["sched"])
-        scaler.load_state_dict(saved["scaler"])
-        st = saved["counters"]
-        rng = saved["rng"][rank] if rank < len(saved["rng"]) else saved["rng"][0]
-        set_rng_state(rng, device)
+        st = _resume(saved, net, opt, sched, scaler, device, rank)
         if rank == 0:
             print(f"resuming {run}: meta-epoch {st['meta_epoch']}, {st['phase']}, step {st['step']}")
     else:
@@ -260,96 +203,26 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
     f.config["theta_thr"] = st["theta_thr"]
 
     def save():
-        rngs = [rng_state(device)]
-        if world > 1:
-            rngs = [None] * world
-            torch.distributed.all_gather_object(rngs, rng_state(device))
-        if rank == 0:
-            atomic_save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                         "scaler": scaler.state_dict(), "counters": st, "rng": rngs, "config": to_dict(cfg)},
-                        state_path)
+        _save_state(state_path, cfg, net, opt, sched, scaler, st, device, rank, world)
 
-    writer = None
-    if rank == 0:
-        write_run_info(run, cfg, {"world_size": world, "device": str(device), "arcface_images": num_arc,
-                                  "identities": num_ids})
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run / "tb"))
-    siam = None  # (x idx, x' idx, G_x, G_x') tensors of all lookalikes so far
+    writer = _writer(run, cfg, rank, {"world_size": world, "device": str(device), "arcface_images": num_arc,
+                                      "identities": num_ids})
+    siam = None  # (x idx, x' idx, G_x, G_x'[, flip(x')]) of all lookalikes so far
     while st["meta_epoch"] <= cfg.meta_epochs:
         me = st["meta_epoch"]
-        folder = run / "lookalikes" / f"meta{me}"
         if cfg.use_siam and (st["phase"] == "lookalike" or siam is None):
             if st["phase"] == "lookalike":
-                src = CelebA(root / "celeba" if root else None, split="train", size=G.resolution)
-                src = src.subset(range(len(arc_y)))
-                pairs = pick_pairs(raw_ids, cfg.lookalike.num_identities, seed=cfg.seed + me)
-                f.eval()
-                build_lookalikes(folder, G, src, pairs, cfg.lookalike, extractor=f if me >= 2 else None,
-                                 align=gen_align, seed=cfg.seed + 7 * me, progress=True)
-                f.train()  # a frozen backbone stays in eval mode (FaceExtractor.train)
+                make_lookalikes(cfg, run, me, G, gen_align, f, data)  # Algorithm 2: this meta-epoch's pairs
                 st["phase"] = "train"
                 save()
             # Algorithm 2: this meta-epoch's Algorithm 1 trains on every lookalike so far, its own included
-            siam = _load_siam(run, me, G.resolution, device)
+            siam = load_siam(run, me, G.resolution, device)
             if siam is not None and f.backbone_frozen:
-                siam = siam_features(f, siam, arc_faces, device)
+                siam = siam_features(f, siam, data.arc_faces, device)
         st["phase"] = "train"
-        use_siam_now = cfg.use_siam and me >= 2 and siam is not None
-        bar = tqdm(total=cfg.steps_per_meta_epoch, initial=st["step"], desc=f"meta-epoch {me}/{cfg.meta_epochs}",
-                   disable=rank != 0, unit="step", dynamic_ncols=True)
-        net.train()
-        while st["step"] < cfg.steps_per_meta_epoch:
-            t0 = time.time()
-            x, y = arc_batch(cfg.batch_arc)
-            batch = {"arc_x": _f32(x, device), "arc_y": y.to(device)}
-            if cfg.use_race:
-                j = torch.randint(len(race_y), (cfg.batch_race,))
-                batch["race_x"] = _f32((race_t if race_t is not None else race_faces)[j], device)
-                batch["race_y"] = race_y[j].to(device)
-            if cfg.use_attr:
-                q = torch.randint(len(attr_idx), (cfg.batch_attr,))
-                a = attr_y[q]  # (b, 40) in {0, 1}, -1 unknown
-                batch["attr_x"] = _f32(arc_src[attr_idx_t[q]], device)
-                batch["attr_y"], batch["attr_m"] = a.clamp_min(0).to(device), (a >= 0).to(device)
-            if use_siam_now:
-                p = torch.randint(len(siam[0]), (cfg.batch_siam,))
-                batch["siam_x"] = _f32(arc_src[siam[0][p]], device)
-                batch["siam_x2"] = _f32(arc_src[siam[1][p]], device)
-                batch["siam_gx"], batch["siam_gx2"] = siam[2][p].to(device), siam[3][p].to(device)
-                if len(siam) > 4:  # a frozen backbone: flip(x')'s features, cached with the lookalikes
-                    batch["siam_x2f"] = siam[4][p].to(device)
-            terms = net_ddp(batch, st["theta_thr"], cfg.temperature)
-            weights = {"arc": 1.0, "siam": cfg.l_siam, "race": cfg.l_race, "attr": cfg.l_attr}
-            loss = sum(weights[k] * v for k, v in terms.items())  # Eq. 10
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            st["step"] += 1
-            st["global_step"] += 1
-            bar.update(1)
-            if rank == 0 and st["step"] % cfg.log_every == 0:
-                for k, v in terms.items():
-                    writer.add_scalar(f"loss/{k}", v.item(), st["global_step"])
-                writer.add_scalar("loss/total", loss.item(), st["global_step"])
-                writer.add_scalar("step_seconds", time.time() - t0, st["global_step"])
-                bar.set_postfix({k: f"{v.item():.3f}" for k, v in terms.items()})
-            if st["step"] % cfg.checkpoint_every == 0 and st["step"] < cfg.steps_per_meta_epoch:
-                save()
-        bar.close()
-        thr, acc = estimate_threshold(f, arc_faces, raw_ids, cfg.threshold_pairs, cfg.seed + me, device, arc_t)
-        st["theta_thr"] = thr
-        f.config["theta_thr"] = thr
-        st["history"].append({"meta_epoch": me, "theta_thr": thr, "same_diff_accuracy": acc,
-                              "lookalikes": 0 if siam is None else int(len(siam[0]))})
-        if rank == 0:
-            print(f"meta-epoch {me}: theta_thr {thr:.1f} deg, Same/Diff training accuracy {100 * acc:.1f}%")
-            writer.add_scalar("theta_thr", thr, me)
+        _algorithm1(cfg, net, net_ddp, opt, sched, scaler, st, data, arc_batch, siam if me >= 2 else None,
+                    device, writer, save, rank)
+        _refit_threshold(cfg, f, data, st, me, siam, device, writer, rank)
         st.update(meta_epoch=me + 1, phase="lookalike", step=0)
         save()
     out = run / "extractor.pt"
@@ -362,66 +235,154 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
     return out
 
 
-def _arc_source(cfg: ExtractorTrainConfig, faces: torch.Tensor, labels: torch.Tensor, num_ids: int):
-    """L_arc's data: -> (batch(n) -> ((n, 3, 112, 112) uint8, (n,) identities), images, identities).
-    Either source draws its indices from torch's global RNG, so a resumed run sees the same batches."""
-    if cfg.arc_data == "celeba":
-        def batch(n):
-            i = torch.randint(len(labels), (n,))
-            return faces[i], labels[i]
-
-        return batch, len(labels), num_ids
-    if not cfg.arc_root:
-        raise UserError("arc_data is 'recordio': give the pack's folder with --arc_root=PATH (train.rec, train.idx)")
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..data import MS1MRecordIO
-
-    pack = MS1MRecordIO(cfg.arc_root, size=112)  # insightface packs are aligned 112x112 crops already
-    pool = ThreadPoolExecutor(max(1, cfg.data_threads))
-    ids = pack.identities
-
-    def batch(n):
-        x, y = pack.batch(torch.randint(len(pack), (n,)).tolist(), pool)
-        bad = y[(y < 0) | (y >= ids)]
-        if len(bad):
-            raise UserError(f"{cfg.arc_root}: an image's identity {int(bad[0])} is outside the pack's {ids} "
-                            "identities: its `property` file does not match train.rec")
-        return x, y
-
-    return batch, len(pack), ids
+def _lookalike_generator(cfg: ExtractorTrainConfig, device, rank: int):
+    """The lookalikes' generator (frozen) and the alignment of its faces into f's frame, or
+    (None, None) without L_siam."""
+    if not cfg.use_siam:
+        return None, None
+    G = build_generator(cfg.generator, device)
+    la = cfg.lookalike
+    gen_align = build_align(la.align, G.resolution, pulse_files=bool(cfg.generator.synthesis),
+                            detect_every=la.detect_every, detect_size=la.detect_size, device=device)
+    if G.resolution % la.thumbnail_size:
+        raise UserError(f"lookalike.thumbnail_size {la.thumbnail_size} does not divide the generator's "
+                        f"{G.resolution} px")
+    if rank == 0:
+        print(f"lookalikes: {G.resolution} px generator, {la.thumbnail_size} px thumbnails, "
+              f"{type(gen_align).__name__} into f's frame")
+    return G, gen_align
 
 
-def _load_siam(run: Path, upto: int, resolution: int, device):
-    """All lookalikes of meta-epochs 1..upto as (x idx, x' idx, aligned G_x, aligned G_x'): the pairs
-    whose two searches both matched their thumbnails within eps. Each result is aligned by the
-    landmarks its manifest records (the template for a fixed warp, MTCNN's points for a detected
-    one); where none were found, or an older manifest has none, by the fixed warp."""
-    from PIL import Image
+def _build_f(cfg: ExtractorTrainConfig, data: TrainingData, device, cache: Path, *, resuming: bool,
+             rank: int) -> FaceExtractor:
+    """f with its heads, from random weights or `model.init` (then, frozen, the cached backbone
+    features go into `data`); the attribute head's positive rates from the training labels."""
+    from ..data import CELEBA_ATTRIBUTES
 
-    from ..imageio import pil_to_tensor
+    m = cfg.model
+    f = FaceExtractor(backbone=m.backbone, width=m.width, race_classes=data.race_classes, embedding=m.embedding,
+                      attribute_names=CELEBA_ATTRIBUTES if cfg.use_attr else None, temperature=cfg.temperature,
+                      input_order=m.input_order if m.input_order != "auto" else
+                      ("bgr" if m.backbone in BGR_BACKBONES else "rgb"))
+    if m.init:
+        data.arc_t, data.race_t = start_from_pretrained(f, m, data.arc_faces, data.race_faces, device, cache,
+                                                        resuming=resuming, progress=rank == 0)
+    elif m.freeze_backbone:
+        raise UserError("model.freeze_backbone needs model.init (the pretrained weights to keep)")
+    if cfg.use_attr:
+        known = (data.attr_y >= 0).float()
+        rate = (data.attr_y.clamp_min(0) * known).sum(0) / known.sum(0).clamp_min(1)
+        f.attr_head.pos_rate.copy_(rate.clamp(0.01, 0.99))
+    return f
 
-    fixed = FixedAlign(resolution)
-    xs, x2s, gs, g2s = [], [], [], []
-    for me in range(1, upto + 1):
-        folder = run / "lookalikes" / f"meta{me}"
-        recs = read_manifest(folder) if folder.is_dir() else []
-        # only results within eps are lookalikes (a failed search is no face of that thumbnail); a
-        # pair needs both of its sides (x, x') of one kind
-        by = {(r["item"], r["kind"]): r for r in recs if r.get("success")}
-        for (item, kind), r in by.items():
-            if r["side"] != 0 or (item + 1, kind) not in by:
-                continue
-            r2 = by[(item + 1, kind)]
-            al = []
-            for q in (r, r2):
-                img = pil_to_tensor(Image.open(folder / q["file"]).convert("RGB"))  # (3, R, R)
-                lm = q.get("landmarks")
-                al.append(align_to_arcface(img, torch.tensor(lm)) if lm is not None else fixed(img[None])[0])
-            xs.append(r["source"])
-            x2s.append(r2["source"])
-            gs.append(al[0])
-            g2s.append(al[1])
-    if not xs:
+
+def _resume(saved: dict, net, opt, sched, scaler, device, rank: int) -> dict:
+    """The saved weights, optimiser, schedule and RNG states back in place; -> the counters."""
+    net.load_state_dict(saved["net"])
+    opt.load_state_dict(saved["opt"])
+    sched.load_state_dict(saved["sched"])
+    scaler.load_state_dict(saved["scaler"])
+    set_rng_state(saved["rng"][rank] if rank < len(saved["rng"]) else saved["rng"][0], device)
+    return saved["counters"]
+
+
+def _save_state(path: Path, cfg, net, opt, sched, scaler, st: dict, device, rank: int, world: int) -> None:
+    """state.pt (rank 0, atomically): everything `_resume` needs, every rank's RNG states included."""
+    rngs = [rng_state(device)]
+    if world > 1:
+        rngs = [None] * world
+        torch.distributed.all_gather_object(rngs, rng_state(device))
+    if rank == 0:
+        atomic_save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+                     "scaler": scaler.state_dict(), "counters": st, "rng": rngs, "config": to_dict(cfg)}, path)
+
+
+def _writer(run: Path, cfg, rank: int, info: dict):
+    """Rank 0: the run folder's config.yaml/run.yaml and a TensorBoard writer; other ranks: None."""
+    if rank != 0:
         return None
-    return torch.tensor(xs), torch.tensor(x2s), torch.stack(gs), torch.stack(g2s)
+    from torch.utils.tensorboard import SummaryWriter
+
+    write_run_info(run, cfg, info)
+    return SummaryWriter(str(run / "tb"))
+
+
+def mixed_batch(cfg: ExtractorTrainConfig, data: TrainingData, arc_batch, siam, device) -> dict:
+    """Algorithm 1's mixed mini-batch: ArcFace faces and identities, race faces, attribute faces
+    and labels, and (with lookalikes) L_siam's pairs (x, G_x), (x', G_x'). Rows are drawn from
+    torch's global RNG in this order, so a resumed run draws the same batches."""
+    x, y = arc_batch(cfg.batch_arc)
+    batch = {"arc_x": _f32(x, device), "arc_y": y.to(device)}
+    if cfg.use_race:
+        j = torch.randint(len(data.race_y), (cfg.batch_race,))
+        batch["race_x"], batch["race_y"] = _f32(data.race_src[j], device), data.race_y[j].to(device)
+    if cfg.use_attr:
+        q = torch.randint(len(data.attr_idx), (cfg.batch_attr,))
+        a = data.attr_y[q]  # (b, 40) in {0, 1}, -1 unknown
+        batch["attr_x"] = _f32(data.arc_src[data.attr_idx[q]], device)
+        batch["attr_y"], batch["attr_m"] = a.clamp_min(0).to(device), (a >= 0).to(device)
+    if cfg.use_siam and siam is not None:
+        p = torch.randint(len(siam[0]), (cfg.batch_siam,))
+        batch["siam_x"] = _f32(data.arc_src[siam[0][p]], device)
+        batch["siam_x2"] = _f32(data.arc_src[siam[1][p]], device)
+        batch["siam_gx"], batch["siam_gx2"] = siam[2][p].to(device), siam[3][p].to(device)
+        if len(siam) > 4:  # a frozen backbone: flip(x')'s features, cached with the lookalikes
+            batch["siam_x2f"] = siam[4][p].to(device)
+    return batch
+
+
+def eq10_step(cfg: ExtractorTrainConfig, net, net_ddp, opt, sched, scaler, batch: dict, theta_thr: float):
+    """One SGD step on Eq. 10, `L_arc + l_s L_siam + l_r L_race + l_a L_attr`; -> (terms, loss)."""
+    terms = net_ddp(batch, theta_thr, cfg.temperature)
+    weights = {"arc": 1.0, "siam": cfg.l_siam, "race": cfg.l_race, "attr": cfg.l_attr}
+    loss = sum(weights[k] * v for k, v in terms.items())  # Eq. 10
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)
+    nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+    scaler.step(opt)
+    scaler.update()
+    sched.step()
+    return terms, loss
+
+
+def _algorithm1(cfg, net, net_ddp, opt, sched, scaler, st: dict, data: TrainingData, arc_batch, siam, device,
+                writer, save, rank: int) -> None:
+    """Algorithm 1: this meta-epoch's remaining SGD steps on mixed mini-batches (L_siam from
+    meta-epoch 2, on `siam`), logged every log_every steps and saved every checkpoint_every."""
+    from tqdm import tqdm
+
+    me = st["meta_epoch"]
+    bar = tqdm(total=cfg.steps_per_meta_epoch, initial=st["step"], desc=f"meta-epoch {me}/{cfg.meta_epochs}",
+               disable=rank != 0, unit="step", dynamic_ncols=True)
+    net.train()
+    while st["step"] < cfg.steps_per_meta_epoch:
+        t0 = time.time()
+        batch = mixed_batch(cfg, data, arc_batch, siam, device)
+        terms, loss = eq10_step(cfg, net, net_ddp, opt, sched, scaler, batch, st["theta_thr"])
+        st["step"] += 1
+        st["global_step"] += 1
+        bar.update(1)
+        if rank == 0 and st["step"] % cfg.log_every == 0:
+            for k, v in terms.items():
+                writer.add_scalar(f"loss/{k}", v.item(), st["global_step"])
+            writer.add_scalar("loss/total", loss.item(), st["global_step"])
+            writer.add_scalar("step_seconds", time.time() - t0, st["global_step"])
+            bar.set_postfix({k: f"{v.item():.3f}" for k, v in terms.items()})
+        if st["step"] % cfg.checkpoint_every == 0 and st["step"] < cfg.steps_per_meta_epoch:
+            save()
+    bar.close()
+
+
+def _refit_threshold(cfg, f: FaceExtractor, data: TrainingData, st: dict, me: int, siam, device, writer,
+                     rank: int) -> None:
+    """Eq. 4's theta_thr re-estimated on Same/Diff training pairs after Algorithm 1, into f and the history."""
+    thr, acc = estimate_threshold(f, data.arc_faces, data.raw_ids, cfg.threshold_pairs, cfg.seed + me, device,
+                                  data.arc_t)
+    st["theta_thr"] = thr
+    f.config["theta_thr"] = thr
+    st["history"].append({"meta_epoch": me, "theta_thr": thr, "same_diff_accuracy": acc,
+                          "lookalikes": 0 if siam is None else int(len(siam[0]))})
+    if rank == 0:
+        print(f"meta-epoch {me}: theta_thr {thr:.1f} deg, Same/Diff training accuracy {100 * acc:.1f}%")
+        writer.add_scalar("theta_thr", thr, me)
