@@ -9,28 +9,27 @@ Markdown + JSON + PNG in --out (default reports/dic).
 Any key of DICReportConfig (idpulse/evaluation/dic_report.py) can be set as --key=value.
 """
 
-import argparse
 from pathlib import Path
 
-from idpulse.cli import run_main
+from idpulse.cli import config_command, run_main
+
+
+def _config():
+    from idpulse.evaluation.dic_report import DICReportConfig
+
+    return DICReportConfig
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML config (keys of DICReportConfig)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    args, overrides = p.parse_known_args(argv)
-    from idpulse.config import load_config
-    from idpulse.evaluation.dic_report import DICReportConfig, dic_report
+    cfg, args = config_command(__doc__, "DICReportConfig", _config, argv, quiet=True)
+    from idpulse.evaluation.dic_report import dic_report
 
-    cfg = load_config(DICReportConfig, args.config, overrides)
     r = dic_report(cfg, progress=not args.quiet)
     for v in r["sets"].values():
         print(f"{v['on']} ({v['faces']} faces): PSNR bicubic {v['bicubic_psnr']['mean']:.2f} dB, DIC "
               f"{v['DIC_psnr']['mean']:.2f} dB; SSIM bicubic {v['bicubic_ssim']['mean']:.4f}, DIC "
               f"{v['DIC_ssim']['mean']:.4f}")
     print(f"report: {Path(cfg.out) / 'report.md'}")
-
 
 
 def cli() -> None:

@@ -7,27 +7,26 @@
 Any key of GeneratorReportConfig (idpulse/evaluation/generator_report.py) can be set as --key=value.
 """
 
-import argparse
 from pathlib import Path
 
-from idpulse.cli import run_main
+from idpulse.cli import config_command, run_main
+
+
+def _config():
+    from idpulse.evaluation.generator_report import GeneratorReportConfig
+
+    return GeneratorReportConfig
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML config (keys of GeneratorReportConfig)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    args, overrides = p.parse_known_args(argv)
-    from idpulse.config import load_config
-    from idpulse.evaluation.generator_report import GeneratorReportConfig, generator_report
+    cfg, args = config_command(__doc__, "GeneratorReportConfig", _config, argv, quiet=True)
+    from idpulse.evaluation.generator_report import generator_report
 
-    cfg = load_config(GeneratorReportConfig, args.config, overrides)
     r = generator_report(cfg, progress=not args.quiet)
     for size, s in r["sizes"].items():
         print(f"{size}x{size}: {s['matched']}/{s['faces']} matched ({100 * s['success_rate']:.1f}%), "
               f"mean final L2 {s['mean_final_l2']:.2e}, {s['seconds_per_face']:.2f} s/face")
     print(f"report: {Path(cfg.out) / 'report.md'}")
-
 
 
 def cli() -> None:

@@ -8,23 +8,23 @@ Markdown + JSON + PNG in one report folder. Resumable: every PULSE result is cac
 Keys of TablesConfig (idpulse/evaluation/tables.py) can be set as --key=value.
 """
 
-import argparse
 from pathlib import Path
 
-from idpulse.cli import run_main
+from idpulse.cli import config_command, run_main
+
+
+def _config():
+    from idpulse.evaluation.tables import TablesConfig
+
+    return TablesConfig
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML config (keys of TablesConfig)")
-    args, overrides = p.parse_known_args(argv)
-    from idpulse.config import load_config
-    from idpulse.evaluation.tables import TablesConfig, eval_tables
+    cfg, args = config_command(__doc__, "TablesConfig", _config, argv)
+    from idpulse.evaluation.tables import eval_tables
 
-    cfg = load_config(TablesConfig, args.config, overrides)
     eval_tables(cfg)
     print(f"report: {Path(cfg.out) / 'report.md'}")
-
 
 
 def cli() -> None:

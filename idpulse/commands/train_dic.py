@@ -9,20 +9,20 @@ Any config key can be overridden as --key=value or --section.key=value (see DICT
 idpulse/training/dic_loop.py). The result is <run_dir>/dic.pt (idpulse.dic.load_dic reads it).
 """
 
-import argparse
+from idpulse.cli import config_command, run_main
 
-from idpulse.cli import run_main
-from idpulse.config import load_config
+
+def _config():
+    from idpulse.training.dic_loop import DICTrainConfig
+
+    return DICTrainConfig
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML config (keys of DICTrainConfig)")
-    args, overrides = p.parse_known_args(argv)
-    from idpulse.training.dic_loop import DICTrainConfig, training_loop
+    cfg, args = config_command(__doc__, "DICTrainConfig", _config, argv)
+    from idpulse.training.dic_loop import training_loop
 
-    training_loop(load_config(DICTrainConfig, args.config, overrides))
-
+    training_loop(cfg)
 
 
 def cli() -> None:

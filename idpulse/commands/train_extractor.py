@@ -14,21 +14,20 @@ Any key of ExtractorTrainConfig (idpulse/training/extractor_loop.py) can be set 
 The result is <run_dir>/extractor.pt with its theta_thr and per-meta-epoch history.
 """
 
-import argparse
+from idpulse.cli import config_command, run_main
 
-from idpulse.cli import run_main
+
+def _config():
+    from idpulse.training.extractor_loop import ExtractorTrainConfig
+
+    return ExtractorTrainConfig
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML config (keys of ExtractorTrainConfig)")
-    args, overrides = p.parse_known_args(argv)
-    from idpulse.config import load_config
-    from idpulse.training.extractor_loop import ExtractorTrainConfig, training_loop
+    cfg, args = config_command(__doc__, "ExtractorTrainConfig", _config, argv)
+    from idpulse.training.extractor_loop import training_loop
 
-    out = training_loop(load_config(ExtractorTrainConfig, args.config, overrides))
-    print(f"extractor: {out}")
-
+    print(f"extractor: {training_loop(cfg)}")
 
 
 def cli() -> None:

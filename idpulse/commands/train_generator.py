@@ -8,20 +8,20 @@ Any config key can be overridden as --key=value or --section.key=value (see GanT
 idpulse/training/gan.py). The result is <run_dir>/generator.pt (EMA weights + Gaussian fit).
 """
 
-import argparse
+from idpulse.cli import config_command, run_main
 
-from idpulse.cli import run_main
-from idpulse.config import load_config
+
+def _config():
+    from idpulse.training.gan import GanTrainConfig
+
+    return GanTrainConfig
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML config (keys of GanTrainConfig)")
-    args, overrides = p.parse_known_args(argv)
-    from idpulse.training.gan import GanTrainConfig, training_loop
+    cfg, args = config_command(__doc__, "GanTrainConfig", _config, argv)
+    from idpulse.training.gan import training_loop
 
-    training_loop(load_config(GanTrainConfig, args.config, overrides))
-
+    training_loop(cfg)
 
 
 def cli() -> None:
