@@ -29,7 +29,7 @@ from ..checkpoint import atomic_save, rng_state, set_rng_state, torch_load
 from ..config import at_least, check_resume, to_dict, write_run_info
 from ..errors import UserError
 from ..extractor import ArcFaceHead, FaceExtractor, angle_deg, save_extractor, similarity_loss
-from ..extractor.backbones import BGR_BACKBONES
+from ..extractor.backbones import BGR_BACKBONES, BackboneName
 from ..extractor.threshold import estimate_threshold
 from ..generator.build import GeneratorConfig, build_generator
 from ..precision import Precision, autocast
@@ -40,7 +40,7 @@ from .pretrained import siam_features, start_from_pretrained
 
 @dataclass
 class ExtractorModelConfig:
-    backbone: str = "iresnet18"
+    backbone: BackboneName = "iresnet18"
     width: float = 0.25
     input_order: Literal["auto", "rgb", "bgr"] = "auto"  # auto: BGR for backbones trained on BGR (faceres, TreB1eN's)
     # a pretrained start (training/pretrained.py): a bare backbone state dict of `backbone` at `width`
@@ -64,7 +64,7 @@ class ExtractorTrainConfig:
     # L_arc's identities: "celeba" (the CelebA training crops of data_root, preloaded) or "recordio"
     # (an insightface pack such as MS1M: arc_root/train.rec, train.idx, property; streamed). CelebA's
     # crops still give the lookalike sources, the attributes and theta_thr's Same/Diff pairs.
-    arc_data: str = "celeba"
+    arc_data: Literal["celeba", "recordio"] = "celeba"
     arc_root: str = ""
     data_threads: int = at_least(1, 8)  # JPEG decoding threads for a RecordIO pack
     max_images: int = at_least(0, 0)  # cap per data source (0: all), for quick runs
