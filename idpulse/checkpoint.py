@@ -19,10 +19,13 @@ from .errors import CheckpointError
 
 
 def torch_load(path: str | os.PathLike, what: str = "checkpoint"):
-    """`torch.load(weights_only=True)` on the CPU, with a one-line error for a bad file."""
-    path = Path(path)
+    """`torch.load(weights_only=True)` on the CPU, with a one-line error for a bad file. A relative
+    path is looked for as `paths.resolve` does (the working folder, the clone, the installed copy)."""
+    from .paths import resolve
+
+    given, path = path, resolve(path)
     if not path.is_file():
-        raise CheckpointError(f"{what} not found: {path} (give the path to an existing file)")
+        raise CheckpointError(f"{what} not found: {given} (give the path to an existing file)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and unpickler errors all mean "not a usable file"

@@ -385,7 +385,7 @@ def eval_tables(cfg: TablesConfig) -> dict:
     requests = requests_table(run, ds, race, identity_judge, g, (rows["photos"], rows["seconds"], rows["items"]),
                               request_items)
 
-    hashes = {k: sha256(Path(p)) for k, p in (("f_arc", cfg.f_arc), ("f", cfg.f), ("race_judge", cfg.race_judge),
+    hashes = {k: sha256(resolve(p)) for k, p in (("f_arc", cfg.f_arc), ("f", cfg.f), ("race_judge", cfg.race_judge),
                                                ("attr_judge", cfg.attr_judge), ("dic", cfg.dic)) if p}
     fid = {"border": R // cfg.thumbnail_size, "table2": fid2, "table3": fid3,
            "on": {"table2": race.label, "table3": f"CelebA {cfg.split}"}}
