@@ -37,8 +37,8 @@ def child(n: int, out: str, batch: int, dlib: bool) -> None:
             "--generator.fmap_base=16384", "--generator.fmap_max=8", "--generator.fit_samples=1000",
             f"--pairs={max(n, 2)}", f"--race_faces={n}", f"--attr_faces={n}", f"--request_faces={n}",
             "--thumbnail_size=8", f"--batch={batch}", "--pulse.steps=1", "--pulse.retries=0",
-            *[f"--{k}={ROOT / 'checkpoints' / v}" for k, v in (("f_arc", "extractor_f_arc.pt"),
-                                                               ("f", "extractor_f.pt"),
+            *[f"--{k}={ROOT / 'checkpoints' / v}" for k, v in (("f_arc", "extractor_f_arc_iresnet18.pt"),
+                                                               ("f", "extractor_f_iresnet18.pt"),
                                                                ("race_judge", "judges/race.pt"),
                                                                ("attr_judge", "judges/attr.pt"))]]
     t0 = time.time()

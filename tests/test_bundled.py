@@ -54,7 +54,8 @@ def test_bundled_extractors_and_judges_load_safely_and_are_small():
     from idpulse.evaluation.judges import load_judge
     from idpulse.extractor import load_extractor
 
-    for name, heads in (("extractor_f_arc.pt", False), ("extractor_f.pt", True)):
+    for name, heads in (("extractor_f_arc.pt", False), ("extractor_f.pt", True),
+                        ("extractor_f_arc_iresnet18.pt", False), ("extractor_f_iresnet18.pt", True)):
         path = ROOT / "checkpoints" / name
         assert path.is_file() and path.stat().st_size <= 25 * 2**20, name
         raw = torch.load(path, weights_only=True)
