@@ -64,3 +64,22 @@ def histogram_png(sets: dict[str, torch.Tensor], path, title: str) -> None:
         d.text((pad + 5, 5 + 12 * ci), f"{k} (n={len(sets[k])})", fill=col)
     d.text((w - 200, 5), title, fill=(0, 0, 0))
     img.save(path)
+
+
+def draw_pairs(ds, n: int, g: torch.Generator) -> tuple[list, list]:
+    """Table 1's draw: CelebA-Same (two photos of one person) and CelebA-Diff pairs of indices."""
+    ids = ds.labels["identity"]
+    by_id: dict[int, list[int]] = {}
+    for i, k in enumerate(ids):
+        by_id.setdefault(int(k), []).append(i)
+    multi = sorted(k for k, v in by_id.items() if len(v) >= 2)
+    same, diff = [], []
+    for k in torch.randperm(len(multi), generator=g)[:n].tolist():
+        v = by_id[multi[k]]
+        a, b = torch.randperm(len(v), generator=g)[:2].tolist()
+        same.append((v[a], v[b]))
+    while len(diff) < n:
+        a, b = torch.randint(len(ds), (2,), generator=g).tolist()
+        if ids[a] != ids[b]:
+            diff.append((a, b))
+    return same, diff

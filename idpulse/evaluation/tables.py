@@ -41,7 +41,7 @@ from ..generator.build import GeneratorConfig, build_generator, record_architect
 from ..paths import resolve
 from ..pulse.config import PulseConfig
 from .judges import PAPER_ATTRIBUTES, load_judge
-from .table1 import histogram_png, table1
+from .table1 import draw_pairs, histogram_png, table1
 from .table_cache import Cache, Loader, Results, cache_settings, run_strategy, sha256
 from .table_dic import bicubic_results, dic_results, fidelity, fidelity_skipped
 from .table_stream import angles, distances, embed, judge_predict
@@ -166,25 +166,6 @@ class _Run:
             base["DIC"] = self.dic_row(load, n)
         border = self.G.resolution // self.cfg.thumbnail_size  # the upscaling factor, as DIC's evaluation
         return {name: fidelity(res, load, n, border, self.cfg.batch) for name, res in {**base, **rows}.items()}
-
-
-def _pairs(ds, cfg: TablesConfig, g: torch.Generator) -> tuple[list, list]:
-    """Table 1's draw: CelebA-Same (two photos of one person) and CelebA-Diff pairs of indices."""
-    ids = ds.labels["identity"]
-    by_id: dict[int, list[int]] = {}
-    for i, k in enumerate(ids):
-        by_id.setdefault(int(k), []).append(i)
-    multi = sorted(k for k, v in by_id.items() if len(v) >= 2)
-    same, diff = [], []
-    for k in torch.randperm(len(multi), generator=g)[: cfg.pairs].tolist():
-        v = by_id[multi[k]]
-        a, b = torch.randperm(len(v), generator=g)[:2].tolist()
-        same.append((v[a], v[b]))
-    while len(diff) < cfg.pairs:
-        a, b = torch.randint(len(ds), (2,), generator=g).tolist()
-        if ids[a] != ids[b]:
-            diff.append((a, b))
-    return same, diff
 
 
 def _table1(run: _Run, ds, same: list, diff: list, out: Path) -> tuple[dict, dict]:
@@ -374,7 +355,7 @@ def eval_tables(cfg: TablesConfig) -> dict:
     race = race_faces(cfg, root, R, run.race_judge.names)  # before any search: a wrong judge is one line
 
     ds = CelebA(root / "celeba" if root else None, split=cfg.split, size=R)
-    same, diff = _pairs(ds, cfg, g)
+    same, diff = draw_pairs(ds, cfg.pairs, g)
     t1, rows = _table1(run, ds, same, diff, out)
     # identity: dlib distance of each result to another photo of the person (optional judge)
     identity_judge = _dlib()
