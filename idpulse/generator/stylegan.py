@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import EqualConv2d, EqualLinear, LayerEpilogue
+from .protocol import register_architecture
 
 
 class PixelNorm(nn.Module):
@@ -124,6 +125,7 @@ class SynthesisNetwork(nn.Module):
         return self.torgb(x)
 
 
+@register_architecture("stylegan1")
 class Generator(nn.Module):
     """Mapping + synthesis, with the Gaussian fit of `lrelu_5(w)` that PULSE's latent uses.
 

@@ -17,6 +17,7 @@ import torch
 
 from ..checkpoint import atomic_save, load_state_dict_strict, torch_load
 from ..errors import CheckpointError
+from .protocol import architecture
 from .stylegan import Generator, channels_at
 
 FORMAT = "idpulse.generator/v1"
@@ -95,6 +96,7 @@ def generator_state(G: Generator, meta: dict | None = None) -> dict:
         raise ValueError("compute the gaussian fit (G.fit_gaussian()) before saving a generator")
     return {
         "format": FORMAT,
+        "arch": getattr(G, "arch", "stylegan1"),  # the registered architecture (protocol.py)
         "config": dict(G.config),
         "mapping": {k: v.detach().cpu().clone() for k, v in G.mapping.state_dict().items()},
         "synthesis": {k: v.detach().cpu().clone() for k, v in G.synthesis.state_dict().items()},
@@ -108,14 +110,16 @@ def save_generator(G: Generator, path: str | os.PathLike, meta: dict | None = No
 
 
 def load_generator(path: str | os.PathLike) -> Generator:
-    """Our own single-file format -> a frozen `Generator` in eval mode on the CPU."""
+    """Our own single-file format -> a frozen generator in eval mode on the CPU, of the registered
+    architecture the file names (`arch`; StyleGAN v1's `Generator` for files without the key)."""
     ckpt = torch_load(path, "generator checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an idpulse generator ({FORMAT}); for PULSE's weights "
                               "give --generator.synthesis=synthesis.pt instead")
+    cls = architecture(ckpt.get("arch", "stylegan1"), str(path))
     try:
         with torch.random.fork_rng(devices=[]):  # loading must not move the global RNG (exact resumes)
-            G = Generator(**ckpt["config"])
+            G = cls(**ckpt["config"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path} has a bad generator config: {e}") from None
     load_state_dict_strict(G.mapping, ckpt["mapping"], f"mapping weights in {path}")

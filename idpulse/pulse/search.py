@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import SearchArgumentError
-from ..generator.stylegan import Generator
+from ..generator.protocol import SearchableGenerator
 from ..precision import PRECISIONS, autocast
 from .downsample import BicubicDownsample
 from .losses import downscale_loss, geocross
@@ -114,7 +114,7 @@ def _noise_maps(drawn: Sequence[torch.Tensor], *, noise_type: str, trainable_lay
 
 
 def pulse_search(
-    G: Generator,
+    G: SearchableGenerator,
     thumbnails: torch.Tensor,
     *,
     num_seeds: int = 1,
