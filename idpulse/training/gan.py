@@ -132,6 +132,52 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
     Image.fromarray(grid.permute(1, 2, 0).numpy()).save(path)
 
 
+def d_step(G, D, opt_D, D_logits, images: torch.Tensor, cfg, step: int, device, autocast) -> dict:
+    """The discriminator's step: softplus(D(fake)) + softplus(-D(real)), plus lazy R1 on the reals
+    every r1_every steps (gamma/2 * |grad D(real)|^2, scaled by r1_every). -> the losses and logits."""
+    G.requires_grad_(False)
+    D.requires_grad_(True)
+    with torch.no_grad(), autocast:
+        fake = G.synthesis(_mixed_ws(G, torch.randn(cfg.batch, G.w_dim, device=device), cfg.style_mixing))
+    real = _batch(images, cfg.batch, cfg.xflip, device)
+    do_r1 = cfg.r1_gamma > 0 and step % cfg.r1_every == 0
+    real.requires_grad_(do_r1)
+    logit_r, logit_f = D_logits(real), D_logits(fake.float())
+    loss_D = F.softplus(logit_f).mean() + F.softplus(-logit_r).mean()
+    r1 = torch.zeros((), device=device)
+    if do_r1:
+        (grad,) = torch.autograd.grad(logit_r.sum(), real, create_graph=True)
+        r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean()
+        loss_D = loss_D + r1 * (cfg.r1_gamma / 2) * cfg.r1_every
+    opt_D.zero_grad(set_to_none=True)
+    loss_D.backward()
+    dist_utils.average_gradients(D)
+    opt_D.step()
+    return {"loss_D": loss_D, "r1": r1, "logit_r": logit_r, "logit_f": logit_f}
+
+
+def g_step(G, D, opt_G, D_logits, cfg, device, autocast) -> torch.Tensor:
+    """The generator's step: the non-saturating loss softplus(-D(G(z))), with style mixing."""
+    G.requires_grad_(True)
+    D.requires_grad_(False)
+    z = torch.randn(cfg.batch, G.w_dim, device=device)
+    with autocast:
+        fake = G.synthesis(_mixed_ws(G, z, cfg.style_mixing))
+    loss_G = F.softplus(-D_logits(fake.float())).mean()
+    opt_G.zero_grad(set_to_none=True)
+    loss_G.backward()
+    dist_utils.average_gradients(G)
+    opt_G.step()
+    return loss_G
+
+
+@torch.no_grad()
+def ema_update(G_ema, G, beta: float) -> None:
+    """G_ema <- beta * G_ema + (1 - beta) * G, parameter by parameter."""
+    for pe, p in zip(G_ema.parameters(), G.parameters()):
+        pe.lerp_(p, 1 - beta)
+
+
 def training_loop(cfg: GanTrainConfig) -> Path:
     """Trains (or resumes) in `cfg.run_dir`; returns the path of the exported `generator.pt`."""
     from tqdm import tqdm
@@ -212,51 +258,18 @@ def training_loop(cfg: GanTrainConfig) -> Path:
     stopped_early = False
     while shown < total:
         t0 = time.time()
-        # --- D step: softplus(D(fake)) + softplus(-D(real)) [+ lazy R1 on the reals] ---
-        G.requires_grad_(False)
-        D.requires_grad_(True)
-        with torch.no_grad(), autocast:
-            fake = G.synthesis(_mixed_ws(G, torch.randn(batch, G.w_dim, device=device), cfg.style_mixing))
-        real = _batch(images, batch, cfg.xflip, device)
-        do_r1 = cfg.r1_gamma > 0 and step % cfg.r1_every == 0
-        real.requires_grad_(do_r1)
-        logit_r, logit_f = D_logits(real), D_logits(fake.float())
-        loss_D = F.softplus(logit_f).mean() + F.softplus(-logit_r).mean()
-        r1 = torch.zeros((), device=device)
-        if do_r1:
-            (grad,) = torch.autograd.grad(logit_r.sum(), real, create_graph=True)
-            r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean()
-            loss_D = loss_D + r1 * (cfg.r1_gamma / 2) * cfg.r1_every
-        opt_D.zero_grad(set_to_none=True)
-        loss_D.backward()
-        dist_utils.average_gradients(D)
-        opt_D.step()
-        # --- G step: softplus(-D(G(z))) ---
-        G.requires_grad_(True)
-        D.requires_grad_(False)
-        z = torch.randn(batch, G.w_dim, device=device)
-        with autocast:
-            ws = _mixed_ws(G, z, cfg.style_mixing)
-            fake = G.synthesis(ws)
-        loss_G = F.softplus(-D_logits(fake.float())).mean()
-        opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
-        dist_utils.average_gradients(G)
-        opt_G.step()
-        with torch.no_grad():
-            for pe, p in zip(G_ema.parameters(), G.parameters()):
-                pe.lerp_(p, 1 - ema_beta)
+        d = d_step(G, D, opt_D, D_logits, images, cfg, step, device, autocast)
+        loss_G = g_step(G, D, opt_G, D_logits, cfg, device, autocast)
+        ema_update(G_ema, G, ema_beta)
         step += 1
         shown += batch * world
         wall += time.time() - t0
         bar.update(batch * world)
         if rank == 0 and step % cfg.log_every == 0:
-            writer.add_scalar("loss/D", loss_D.item(), shown)
-            writer.add_scalar("loss/G", loss_G.item(), shown)
-            writer.add_scalar("loss/r1", r1.item(), shown)
-            writer.add_scalar("logits/real", logit_r.mean().item(), shown)
-            writer.add_scalar("logits/fake", logit_f.mean().item(), shown)
-            bar.set_postfix(D=f"{loss_D.item():.3f}", G=f"{loss_G.item():.3f}")
+            for k, v in {"loss/D": d["loss_D"], "loss/G": loss_G, "loss/r1": d["r1"],
+                         "logits/real": d["logit_r"].mean(), "logits/fake": d["logit_f"].mean()}.items():
+                writer.add_scalar(k, v.item(), shown)
+            bar.set_postfix(D=f"{d['loss_D'].item():.3f}", G=f"{loss_G.item():.3f}")
         if rank == 0 and (step % cfg.sample_every == 0 or shown >= total):
             with torch.no_grad():
                 samples = G_ema(fixed_z, fixed_noise)
