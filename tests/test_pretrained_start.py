@@ -103,3 +103,24 @@ def test_bad_pretrained_settings_are_one_line_errors(frozen_setup, tmp_path):
     assert r.returncode != 0 and "width 0.5" in r.stderr and "Traceback" not in r.stderr
     r = _run([*extra, f"--model.init={tmp_path / 'missing.pth'}"], data, gen, tmp_path / "c", meta_epochs=1)
     assert r.returncode != 0 and "not a file" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_an_idpulse_extractor_gives_its_backbone_as_the_start(tmp_path):
+    """model.init may name one of our extractor checkpoints (the bundled f_arc, say): its backbone
+    alone is the start, so a run can fine-tune what a CPU run trained frozen."""
+    from idpulse.errors import UserError
+    from idpulse.extractor import save_extractor
+    from idpulse.training.pretrained import load_pretrained_backbone
+
+    torch.manual_seed(3)
+    src = FaceExtractor(backbone="mobilenet_v1_faceres", width=0.25, embedding=16, input_order="bgr")
+    save_extractor(src, tmp_path / "f.pt")
+    f = FaceExtractor(backbone="mobilenet_v1_faceres", width=0.25, embedding=16, input_order="bgr")
+    embed_before = f.embed.linear.weight.clone()
+    load_pretrained_backbone(f, str(tmp_path / "f.pt"))
+    for k, v in src.backbone.state_dict().items():
+        assert torch.equal(f.backbone.state_dict()[k], v), k
+    assert torch.equal(f.embed.linear.weight, embed_before)  # the embedding is not taken
+    other = FaceExtractor(backbone="iresnet18", width=0.25)
+    with pytest.raises(UserError, match="holds a mobilenet_v1_faceres backbone, but model.backbone is iresnet18"):
+        load_pretrained_backbone(other, str(tmp_path / "f.pt"))

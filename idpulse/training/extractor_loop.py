@@ -44,7 +44,8 @@ class ExtractorModelConfig:
     width: float = 0.25
     input_order: Literal["auto", "rgb", "bgr"] = "auto"  # auto: BGR for backbones trained on BGR (faceres, TreB1eN's)
     # a pretrained start (training/pretrained.py): a bare backbone state dict of `backbone` at `width`
-    # (e.g. scripts/convert_faceres.py's output), loaded strictly; "": random weights
+    # (e.g. scripts/convert_faceres.py's output) or an idpulse extractor (its backbone only, e.g. the
+    # bundled checkpoints/extractor_f_arc.pt), loaded strictly; "": random weights
     init: str = ""
     embedding: int = at_least(0, 0)  # > 0: a learnt map from the backbone's features to this many (PCA start with init)
     freeze_backbone: bool = False  # with init: only the embedding, heads and ArcFace centres train

@@ -21,17 +21,24 @@ import torch
 
 from ..checkpoint import atomic_save, torch_load
 from ..errors import UserError
-from ..extractor import FaceExtractor, load_insightface_backbone
+from ..extractor import FaceExtractor, load_any_extractor
 
 
 def load_pretrained_backbone(f: FaceExtractor, path: str) -> str:
-    """Loads the bare backbone state dict at `path` (strict key accounting) into f's backbone, which
-    must be of the same architecture and width; returns the one-line description of the weights."""
-    if not Path(path).is_file():
-        raise UserError(f"model.init: {path} is not a file (a bare backbone state dict, e.g. "
-                        "scripts/convert_faceres.py's output)")
+    """Loads the backbone at `path` into f's backbone, which must be of the same architecture and
+    width: a bare backbone state dict (strict key accounting), or an idpulse extractor checkpoint,
+    whose backbone alone is taken (its embedding and heads are not). -> the weights' one-line
+    description."""
+    from ..paths import resolve
+
+    if not resolve(path).is_file():
+        raise UserError(f"model.init: {path} is not a file (a bare backbone state dict such as "
+                        "scripts/convert_faceres.py's output, or an idpulse extractor checkpoint)")
     with torch.random.fork_rng(devices=[]):  # the init must not move the run's RNG
-        src = load_insightface_backbone(path, f.config["backbone"], f.config["input_order"])
+        src = load_any_extractor(resolve(path), f.config["backbone"], f.config["input_order"])
+    if src.config["backbone"] != f.config["backbone"]:
+        raise UserError(f"model.init {path} holds a {src.config['backbone']} backbone, but model.backbone is "
+                        f"{f.config['backbone']}")
     if src.config["width"] != f.config["width"]:
         raise UserError(f"model.init {path} is a {f.config['backbone']} of width {src.config['width']:g}, "
                         f"but model.width is {f.config['width']:g}")
@@ -41,7 +48,9 @@ def load_pretrained_backbone(f: FaceExtractor, path: str) -> str:
 
 def _key(path: str, faces: torch.Tensor) -> str:
     """16 hex digits of what the cached features depend on: the weights file and the faces."""
-    h = hashlib.sha256(Path(path).read_bytes())
+    from ..paths import resolve
+
+    h = hashlib.sha256(resolve(path).read_bytes())
     h.update(str(tuple(faces.shape)).encode())
     h.update(faces.numpy().tobytes())
     return h.hexdigest()[:16]
