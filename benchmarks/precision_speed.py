@@ -29,7 +29,7 @@ import torch  # noqa: E402
 from idpulse.cli import run_main  # noqa: E402
 
 
-def _timed(fn, device, repeat: int) -> float:
+def timed(fn, device, repeat: int) -> float:
     """Seconds per call: one warm-up call (allocator, oneDNN/cuDNN set-up), then the mean of `repeat`."""
     fn()
     if device.type == "cuda":
@@ -57,8 +57,8 @@ def search_rows(args, device, G, formats):
             def batched(prec=prec):
                 pulse_search(G, thumbs, num_seeds=args.seeds, steps=args.steps, precision=prec)
 
-            t_one = _timed(one, device, args.repeat) / args.steps * 1e3  # ms per row-step
-            t_bat = _timed(batched, device, args.repeat) / (rows * args.steps) * 1e3
+            t_one = timed(one, device, args.repeat) / args.steps * 1e3  # ms per row-step
+            t_bat = timed(batched, device, args.repeat) / (rows * args.steps) * 1e3
             out.append((fmt, prec, t_one, t_bat))
     G.to(memory_format=torch.contiguous_format)
     return out
@@ -101,7 +101,7 @@ def extractor_rows(args, device, formats):
                     torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
                     opt.step()
 
-                out.append((spec, fmt, prec, batch / _timed(step, device, args.repeat)))
+                out.append((spec, fmt, prec, batch / timed(step, device, args.repeat)))
     return out
 
 

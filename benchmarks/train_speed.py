@@ -18,25 +18,12 @@ CPUs oneDNN emulates it and it is several times slower. Compare rows within one 
 """
 
 import argparse
-import time
 from contextlib import nullcontext
 
 import torch
+from precision_speed import timed  # benchmarks/ is the script's folder, first on sys.path
 
 from idpulse.cli import run_main
-
-
-def _timed(fn, device, repeat: int) -> float:
-    """Seconds per call: one warm-up call, then the mean of `repeat`."""
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(repeat):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t) / repeat
 
 
 def gan_rows(args, device, formats) -> list:
@@ -69,7 +56,7 @@ def gan_rows(args, device, formats) -> list:
                 ema_update(G_ema, G, 0.999)
                 step[0] += 1
 
-            out.append((fmt, prec, cfg.batch / _timed(one, device, args.repeat)))
+            out.append((fmt, prec, cfg.batch / timed(one, device, args.repeat)))
     return out
 
 
@@ -111,7 +98,7 @@ def extractor_rows(args, device) -> list:
         def step(net=net, opt=opt, sched=sched, scaler=scaler, batch=batch, cfg=cfg):
             eq10_step(cfg, net, net, opt, sched, scaler, batch, 65.0)
 
-        out.append((name, n / _timed(step, device, args.repeat)))
+        out.append((name, n / timed(step, device, args.repeat)))
     return out
 
 

@@ -120,3 +120,18 @@ def set_rng_state(state: dict, device: torch.device) -> None:
     np.random.set_state((st[0], np.asarray(state["numpy"], dtype=np.uint32), *st[2:]))
     if state.get("python"):
         random.setstate(ast.literal_eval(state["python"]))
+
+
+def all_rng_states(device: torch.device, world: int) -> list[dict]:
+    """Every rank's `rng_state`, in rank order: what a loop's state.pt keeps. Under torchrun a
+    collective (every rank calls it); one process: [its own]."""
+    if world == 1:
+        return [rng_state(device)]
+    states: list = [None] * world
+    torch.distributed.all_gather_object(states, rng_state(device))
+    return states
+
+
+def set_own_rng_state(states: list[dict], rank: int, device: torch.device) -> None:
+    """Restores this rank's entry of `all_rng_states`' list (rank 0's where the saved run had fewer ranks)."""
+    set_rng_state(states[rank] if rank < len(states) else states[0], device)

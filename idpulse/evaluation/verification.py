@@ -57,6 +57,8 @@ def pulse_pair_faces(cfg: VerificationConfig, *, progress: bool = True) -> dict:
     from ..data import CelebA
     from ..data.preload import preload_aligned
     from ..generator.build import build_generator
+    from ..imageio import to_8bit
+    from ..pulse import best_index
     from ..pulse.downsample import downscale
 
     device = resolve_device(cfg.device)
@@ -73,9 +75,8 @@ def pulse_pair_faces(cfg: VerificationConfig, *, progress: bool = True) -> dict:
         thumbs = downscale(faces, cfg.thumbnail_size).clamp(0, 1)
         res, ok, _ = controlled_search(G, thumbs, None, keys=[f"celeba-{cfg.split}-{i}" for i in part],
                                        retries=cfg.pulse.retries, **cfg.pulse.search_kwargs())
-        best = ok.float().argmax(1)  # (b,): an accepted start where there is one
-        img = res.images[torch.arange(len(part)), best]  # (b, 3, R, R)
-        img = (img.clamp(0, 1) * 255).round() / 255  # the 8-bit PNG a user gets
+        best = best_index(res.total, ok)  # (b,): the tables' rule, accepted first, then the lowest objective
+        img = to_8bit(res.images[torch.arange(len(part)), best])  # (b, 3, R, R): the 8-bit PNG a user gets
         with torch.no_grad():
             results.append(align(img).cpu())
         accepted.append(ok[torch.arange(len(part)), best].cpu())

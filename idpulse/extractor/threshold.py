@@ -34,22 +34,19 @@ def same_diff_angles(f: FaceExtractor, faces: torch.Tensor, ids: list[int], n: i
         a, b = torch.randint(len(ids), (2,), generator=g).tolist()
         if ids[a] != ids[b]:
             diff.append((a, b))
+    def feats(i: torch.Tensor) -> torch.Tensor:  # (b, 512) features of faces i
+        if trunk_features is not None:  # a frozen backbone's, cached: only the embedding runs
+            return f.embed_features(trunk_features[i].to(device))
+        return f(faces[i].to(device).float() / 255.0)  # (b, 3, 112, 112) in [0, 1]
+
     was = f.training
     f.eval()
     angles = []
     with torch.no_grad():
         for pairs in (same, diff):
             idx = torch.tensor(pairs)
-            res = []
-            for s in range(0, len(idx), 256):
-                p = idx[s:s + 256]
-                if trunk_features is not None:
-                    a, b = (f.embed_features(trunk_features[p[:, k]].to(device)) for k in (0, 1))
-                    res.append(angle_deg(a, b).cpu())
-                    continue
-                a, b = (faces[p[:, k]].to(device).float() / 255.0 for k in (0, 1))  # (b, 3, 112, 112) in [0, 1]
-                res.append(angle_deg(f(a), f(b)).cpu())
-            angles.append(torch.cat(res))
+            angles.append(torch.cat([angle_deg(feats(p[:, 0]), feats(p[:, 1])).cpu()
+                                     for p in idx.split(256)]))
     f.train(was)
     return angles[0], angles[1]
 

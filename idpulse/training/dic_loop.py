@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed as dist_utils
-from ..checkpoint import atomic_save, rng_state, set_rng_state, torch_load
+from ..checkpoint import all_rng_states, atomic_save, set_own_rng_state, torch_load
 from ..config import ConfigError, at_least, check_resume, to_dict, write_run_info
 from ..dic.config import DICConfig, DICDataConfig, DICLandmarksConfig
 from ..dic.model import DIC, DICOutput, dic_loss, gt_heatmaps
@@ -142,7 +142,7 @@ def training_loop(cfg: DICTrainConfig) -> Path:
         opt.load_state_dict(st["opt"])
         sched.load_state_dict(st["sched"])
         stage, it, wall = STAGES.index(st["stage"]), st["iteration"], st["wall"]
-        set_rng_state(st["rng"][rank] if rank < len(st["rng"]) else st["rng"][0], device)
+        set_own_rng_state(st["rng"], rank, device)
         if rank == 0:
             print(f"resuming {run} in stage {st['stage']} at iteration {it}")
     elif gan is not None and cfg.gan.init:  # DICGAN from a trained DIC: stages 1-2 were that DIC's
@@ -181,11 +181,7 @@ def training_loop(cfg: DICTrainConfig) -> Path:
               "config": to_dict(cfg)}
         if gan is not None:
             st["gan"] = gan.state_dict()
-        rngs = [rng_state(device)]
-        if world > 1:
-            rngs = [None] * world
-            torch.distributed.all_gather_object(rngs, rng_state(device))
-        st["rng"] = rngs
+        st["rng"] = all_rng_states(device, world)
         if rank == 0:
             atomic_save(st, state_path)
 

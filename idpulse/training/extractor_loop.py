@@ -25,7 +25,7 @@ from torch import nn
 
 from .. import distributed as dist_utils
 from ..align import build_align
-from ..checkpoint import atomic_save, rng_state, set_rng_state, torch_load
+from ..checkpoint import all_rng_states, atomic_save, set_own_rng_state, torch_load
 from ..config import at_least, check_resume, to_dict, write_run_info
 from ..errors import UserError
 from ..extractor import ArcFaceHead, FaceExtractor, angle_deg, save_extractor, similarity_loss
@@ -283,16 +283,13 @@ def _resume(saved: dict, net, opt, sched, scaler, device, rank: int) -> dict:
     opt.load_state_dict(saved["opt"])
     sched.load_state_dict(saved["sched"])
     scaler.load_state_dict(saved["scaler"])
-    set_rng_state(saved["rng"][rank] if rank < len(saved["rng"]) else saved["rng"][0], device)
+    set_own_rng_state(saved["rng"], rank, device)
     return saved["counters"]
 
 
 def _save_state(path: Path, cfg, net, opt, sched, scaler, st: dict, device, rank: int, world: int) -> None:
     """state.pt (rank 0, atomically): everything `_resume` needs, every rank's RNG states included."""
-    rngs = [rng_state(device)]
-    if world > 1:
-        rngs = [None] * world
-        torch.distributed.all_gather_object(rngs, rng_state(device))
+    rngs = all_rng_states(device, world)  # a collective: every rank gathers, rank 0 writes
     if rank == 0:
         atomic_save({"net": net.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
                      "scaler": scaler.state_dict(), "counters": st, "rng": rngs, "config": to_dict(cfg)}, path)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import distributed as dist_utils
-from ..checkpoint import atomic_save, rng_state, set_rng_state, torch_load
+from ..checkpoint import all_rng_states, atomic_save, set_own_rng_state, torch_load
 from ..config import at_least, check_resume, to_dict, write_run_info
 from ..errors import UserError
 from ..generator.stylegan import Generator
@@ -209,7 +209,7 @@ def training_loop(cfg: GanTrainConfig) -> Path:
         opt_G.load_state_dict(st["opt_G"])
         opt_D.load_state_dict(st["opt_D"])
         step, shown, wall = st["step"], st["shown"], st["wall"]
-        set_rng_state(st["rng"][rank] if rank < len(st["rng"]) else st["rng"][0], device)
+        set_own_rng_state(st["rng"], rank, device)
         if rank == 0:
             print(f"resuming {run} at step {step} ({shown / 1000:.1f} kimg)")
     if device.type == "cuda" and cfg.channels_last:
@@ -244,11 +244,7 @@ def training_loop(cfg: GanTrainConfig) -> Path:
         st = {"G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
               "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
               "step": step, "shown": shown, "wall": wall, "config": to_dict(cfg)}
-        rngs = [rng_state(device)]
-        if world > 1:
-            rngs = [None] * world
-            torch.distributed.all_gather_object(rngs, rng_state(device))
-        st["rng"] = rngs
+        st["rng"] = all_rng_states(device, world)
         if rank == 0:
             atomic_save(st, state_path)
 

@@ -35,7 +35,7 @@ def load_pretrained_backbone(f: FaceExtractor, path: str) -> str:
         raise UserError(f"model.init: {path} is not a file (a bare backbone state dict such as "
                         "scripts/convert_faceres.py's output, or an idpulse extractor checkpoint)")
     with torch.random.fork_rng(devices=[]):  # the init must not move the run's RNG
-        src = load_any_extractor(resolve(path), f.config["backbone"], f.config["input_order"])
+        src = load_any_extractor(path, f.config["backbone"], f.config["input_order"])  # torch_load resolves it
     if src.config["backbone"] != f.config["backbone"]:
         raise UserError(f"model.init {path} holds a {src.config['backbone']} backbone, but model.backbone is "
                         f"{f.config['backbone']}")
@@ -89,14 +89,6 @@ def cached_trunk_features(f: FaceExtractor, faces: torch.Tensor, device, cache_d
     return t
 
 
-def init_embedding(f: FaceExtractor, feats: torch.Tensor) -> float:
-    """Starts f's embedding as the PCA whitening of the training faces' backbone features (N, C);
-    returns the share of their variance it keeps."""
-    if f.embed is None:
-        raise UserError("model.init_embedding needs model.embedding > 0")
-    return f.embed.init_pca(feats)
-
-
 def start_from_pretrained(f: FaceExtractor, model_cfg, arc_faces: torch.Tensor, race_faces: torch.Tensor | None,
                           device, cache_dir: Path, *, resuming: bool, progress: bool = True):
     """`model.init` into f's backbone, then (frozen) the backbone features of the training faces and
@@ -117,7 +109,7 @@ def start_from_pretrained(f: FaceExtractor, model_cfg, arc_faces: torch.Tensor, 
         feats = arc_t if arc_t is not None else trunk_features(f.to(device), arc_faces, device,
                                                                desc="backbone features for the PCA start",
                                                                progress=progress)
-        kept = init_embedding(f, feats)
+        kept = f.embed.init_pca(feats)  # the PCA whitening of the training faces' features
         if progress:
             print(f"embedding {feats.shape[1]} -> {f.embed.linear.out_features}: PCA start, "
                   f"{100 * kept:.1f}% of the variance kept")
