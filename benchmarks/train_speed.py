@@ -29,10 +29,12 @@ from idpulse.cli import run_main
 def gan_rows(args, device, formats) -> list:
     from idpulse.generator.stylegan import Generator
     from idpulse.training.discriminator import Discriminator
-    from idpulse.training.gan import GanModelConfig, GanTrainConfig, d_step, ema_update, g_step
+    from idpulse.training.gan import GanModelConfig, GanTrainConfig, TrainingImages, d_step, ema_update, g_step
 
     cfg = GanTrainConfig(batch=args.gan_batch, augment="", r1_every=16)
-    images = torch.randint(0, 256, (256, 3, cfg.generator.resolution, cfg.generator.resolution), dtype=torch.uint8)
+    images = TrainingImages(torch.randint(0, 256, (256, 3, cfg.generator.resolution, cfg.generator.resolution),
+                                          dtype=torch.uint8), None, torch.full((256,), 1 / 256, dtype=torch.float64),
+                            {"random": 256})
     out = []
     for fmt in formats:
         for prec in args.precisions:
@@ -52,7 +54,7 @@ def gan_rows(args, device, formats) -> list:
 
             def one(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D, ac=ac, d_logits=d_logits, step=step):
                 d_step(G, D, opt_D, d_logits, images, cfg, step[0], device, ac)
-                g_step(G, D, opt_G, d_logits, cfg, device, ac)
+                g_step(G, D, opt_G, d_logits, images, cfg, device, ac)
                 ema_update(G_ema, G, 0.999)
                 step[0] += 1
 

@@ -159,6 +159,20 @@ class FaceDetector:
         return lm.to(img.device), ~lm.isnan().any(dim=2).any(dim=1).to(img.device)
 
 
+def frame_coverage(landmarks: np.ndarray, src_size: tuple[int, int], size: int, margin: float = 1.0) -> np.ndarray:
+    """Which pixels of `align_face`'s (size, size) output come from inside the photo: (size, size)
+    bool, False where the warp reads beyond the photo's edge (there `align_face` repeats its
+    border) or within `margin` source px of it. `src_size` is the photo's (width, height)."""
+    M = similarity_transform(landmarks, crop_template(size))
+    A = np.vstack([M, [0.0, 0.0, 1.0]])
+    inv = np.linalg.inv(A)[:2]  # output px -> photo px
+    ys, xs = np.meshgrid(np.arange(size, dtype=np.float64), np.arange(size, dtype=np.float64), indexing="ij")
+    p = np.stack([xs, ys, np.ones_like(xs)], -1) @ inv.T  # (size, size, 2) photo px
+    w, h = src_size
+    lo = margin - 0.5
+    return (p[..., 0] >= lo) & (p[..., 0] <= w - 0.5 - margin) & (p[..., 1] >= lo) & (p[..., 1] <= h - 0.5 - margin)
+
+
 def align_face(im: Image.Image, landmarks: np.ndarray, size: int, template: np.ndarray | None = None) -> torch.Tensor:
     """Warps a photo so its landmarks land on `template` (default `crop_template(size)`, the
     generator's frame; `ARCFACE_112` for the extractor's); -> (3, size, size) in [0, 1].

@@ -56,6 +56,11 @@ def _check(tp, value, key: str):
         if value not in typing.get_args(tp):
             raise ConfigError(f"config key '{key}' must be one of {list(typing.get_args(tp))}, got {value!r}")
         return value
+    if origin is dict:
+        ktp, vtp = typing.get_args(tp) or (Any, Any)
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return {_check(ktp, k, f"{key}.{k}"): _check(vtp, v, f"{key}.{k}") for k, v in value.items()}
     if origin in (list, tuple):
         (item,) = typing.get_args(tp)[:1] or (Any,)
         if isinstance(value, (int, float, str)) and not isinstance(value, bool) and item is not Any:
@@ -83,10 +88,24 @@ def at_least(low: float, default):
     return dataclasses.field(default=default, metadata={"min": low})
 
 
+def one_of(names, default):
+    """A string field whose value must be a name in a registry: `names()` gives the names when a
+    config is checked (so a dataset or table registered later is accepted without editing here)."""
+    if callable(default):  # a list default: a factory
+        return dataclasses.field(default_factory=default, metadata={"choices": names})
+    return dataclasses.field(default=default, metadata={"choices": names})
+
+
 def _check_bounds(f: dataclasses.Field, value, key: str) -> None:
     low = f.metadata.get("min")
     if low is not None and isinstance(value, (int, float)) and value < low:
         raise ConfigError(f"config key '{key}' must be at least {low:g}, got {value!r}")
+    choices = f.metadata.get("choices")
+    if choices is not None:
+        names = list(choices())
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if v not in names:
+                raise ConfigError(f"config key '{key}' must be one of {names}, got {v!r}")
 
 
 def _build(cls: type[T], data: dict, prefix: str = "") -> T:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -99,3 +100,40 @@ def test_resuming_with_changed_settings_is_one_line(tmp_path):
     # more images to show is a longer run of the same training: allowed
     r = subprocess.run([*_args(data, run, 2), "--total_kimg=0.012"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "resuming" in r.stdout, r.stderr[-2000:]
+
+
+def test_tight_crops_are_framed_with_their_missing_border_masked():
+    """UTKFace-like tight crops warped into the generator's frame: the pixels the photo has no
+    data for are masked, for reals (zero there) and for fakes alike (masks drawn from the same
+    pool with the same weights), so neither side can show D an empty border."""
+    from idpulse.align import crop_template, frame_coverage
+    from idpulse.training.gan import TrainingImages, _batch, _fake_masks
+
+    framed = frame_coverage(crop_template(96), (96, 96), 64)  # a crop already in the frame: all there
+    assert framed[2:-2, 2:-2].all()
+    tight = frame_coverage((crop_template(96) - 48) * 1.8 + 48, (96, 96), 64)  # the face fills the photo
+    assert tight[32, 32] and not tight[0, 0] and not tight[:, 0].any() and 0.2 < tight.mean() < 0.5
+
+    images = torch.full((2, 3, 8, 8), 255, dtype=torch.uint8)
+    masks = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
+    masks[1, :, 2:6, 2:6] = True  # image 0 has no pixels at all, image 1 a window
+    data = TrainingImages(images, masks, torch.tensor([0.0, 1.0], dtype=torch.float64), {"x": 2})
+    x, m = _batch(data, 5, True, torch.device("cpu"))
+    assert torch.equal(m, masks[1:].expand(5, -1, -1, -1)) and (x[~m.expand_as(x)] == 0).all()
+    assert (x[m.expand_as(x)] == 1).all()
+    assert torch.equal(_fake_masks(data, 3, torch.device("cpu")), masks[1:].expand(3, -1, -1, -1))
+
+
+def test_draw_weights_follow_the_shares_and_balance_races():
+    from idpulse.errors import UserError
+    from idpulse.training.gan import _draw_weights
+
+    sets = [type("D", (), {"__len__": lambda self: 3, "labels": {}})(),
+            type("D", (), {"__len__": lambda self: 4, "labels": {"race": [0, 0, 0, 1]}})()]
+    w = _draw_weights(sets, [], False)  # in proportion to size: every image alike
+    assert torch.allclose(w, torch.full((7,), 1 / 7, dtype=torch.float64))
+    w = _draw_weights(sets, [1.0, 1.0], True)  # half each; the second's two races a quarter each
+    assert torch.allclose(w[:3].sum(), torch.tensor(0.5, dtype=torch.float64))
+    assert torch.allclose(w[3:6].sum(), w[6]) and torch.allclose(w[6], torch.tensor(0.25, dtype=torch.float64))
+    with pytest.raises(UserError, match="data_shares has 1 entries for 2"):
+        _draw_weights(sets, [1.0], False)

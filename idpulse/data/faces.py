@@ -11,6 +11,7 @@ import csv
 import math
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -247,35 +248,75 @@ def FairFace(root: str | Path, *, split: str = "train", size: int = 0, frame: bo
                        landmarks=marks if lms else [], frame=frame)
 
 
-# Race data by name (the config's `race_data`): the reader, its class names, and its held-out split
-# (what the tables use; training always uses "train"). A new race dataset is one entry here.
-RACE_DATASETS = {
-    "utkface": (lambda root, split, size, frame: UTKFace(root, split=split, size=size, frame=frame),
-                UTKFACE_RACES, "test"),
-    "fairface": (lambda root, split, size, frame: FairFace(root, split=split, size=size, frame=frame,
-                                                           need_landmarks=True),
-                 FAIRFACE_RACES, "val"),
-}
+# Datasets by name: a config names a dataset (`data`, `race_data`) and `dataset()` reads it.
+# A new dataset is its reader plus one `register_dataset` call; every consumer that takes a name
+# (GAN training, the race judge and head, the tables) then accepts it.
+@dataclass(frozen=True)
+class DatasetEntry:
+    read: Callable[..., FaceDataset]  # (root: Path, split: str, size: int, frame: bool) -> FaceDataset
+    held_out: str  # the split kept for evaluation ("test" for CelebA and UTKFace, FairFace's "val")
+    races: tuple[str, ...] | None = None  # class names of its `race` label, if it has one
+    needs_frame: bool = False  # its crops are not in the generator's frame: warp them (`frame=True`)
+    shared: bool = True  # lives in $IDPULSE_SHARED/data/<name>; otherwise a folder must be given
+
+
+DATASETS: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(name: str, read: Callable[..., FaceDataset], *, held_out: str, races=None,
+                     needs_frame: bool = False, shared: bool = True) -> None:
+    DATASETS[name] = DatasetEntry(read, held_out, tuple(races) if races else None, needs_frame, shared)
+
+
+def dataset_names() -> list[str]:
+    return list(DATASETS)
+
+
+def race_dataset_names() -> list[str]:
+    return [n for n, e in DATASETS.items() if e.races]
+
+
+def dataset(name: str, root: str | Path | None = None, *, split: str, size: int = 0, frame: bool | None = None,
+            data_root: str | Path | None = None) -> FaceDataset:
+    """The dataset registered as `name`: `split` is one of its splits ("train", or "test" for its
+    held-out part whatever the dataset calls it); `root` is its folder, default `data_root/<name>`,
+    else the shared copy; `frame` defaults to whether its crops need warping into the generator's."""
+    if name not in DATASETS:
+        raise UserError(f"unknown dataset {name!r} (registered: {', '.join(DATASETS)})")
+    e = DATASETS[name]
+    if root is None or str(root) == "":
+        if data_root:
+            root = Path(data_root) / name
+        elif e.shared:
+            root = shared_dir() / "data" / name
+        else:
+            raise UserError(f"dataset {name!r} is not in the shared data: give its folder")
+    split = e.held_out if split == "test" else split
+    return e.read(Path(root), split, size, e.needs_frame if frame is None else frame)
+
+
+register_dataset("celeba", lambda root, split, size, frame: CelebA(root, split=tuple(split.split(",")), size=size),
+                 held_out="test")
+register_dataset("utkface", lambda root, split, size, frame: UTKFace(root, split=split, size=size, frame=frame),
+                 held_out="test", races=UTKFACE_RACES, needs_frame=True)
+register_dataset("fairface", lambda root, split, size, frame: FairFace(root, split=split, size=size, frame=frame,
+                                                                       need_landmarks=True),
+                 held_out="val", races=FAIRFACE_RACES, needs_frame=True, shared=False)
 
 
 def race_dataset(name: str, root: str | Path | None, *, split: str, size: int = 0, frame: bool = False,
                  data_root: str | Path | None = None) -> tuple[FaceDataset, list[str]]:
     """The race data a config names: (dataset with `race` labels, its class names). `split` is
     "train" or "test" (a dataset's held-out part: UTKFace's test split, FairFace's val); `root`
-    (a config's `race_root`) defaults to `data_root/utkface`, else the shared UTKFace (FairFace has
+    (a config's `race_root`) defaults to `data_root/<name>`, else the shared copy (FairFace has
     no default: it is not in the shared data)."""
-    if name not in RACE_DATASETS:
-        raise UserError(f"unknown race data {name!r} (use one of {', '.join(RACE_DATASETS)})")
-    read, classes, held_out = RACE_DATASETS[name]
+    if name not in race_dataset_names():
+        raise UserError(f"unknown race data {name!r} (use one of {', '.join(race_dataset_names())})")
     if split not in ("train", "test"):
         raise ValueError(f"split must be train or test, not {split!r}")
-    if (root is None or str(root) == "") and data_root and name == "utkface":
-        root = Path(data_root) / "utkface"
-    if root is None or str(root) == "":
-        if name != "utkface":
-            raise UserError(f"race data {name!r} needs its folder: give race_root=PATH")
-        root = shared_dir() / "data" / "utkface"
-    return read(Path(root), held_out if split == "test" else "train", size, frame), list(classes)
+    if (root is None or str(root) == "") and not data_root and not DATASETS[name].shared:
+        raise UserError(f"race data {name!r} needs its folder: give race_root=PATH")
+    return dataset(name, root, split=split, size=size, frame=frame, data_root=data_root), list(DATASETS[name].races)
 
 
 def ImageFolder(root: str | Path, *, size: int = 0) -> FaceDataset:

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import atomic_save, load_state_dict_strict, torch_load
-from ..config import at_least
+from ..config import at_least, one_of
+from ..data.faces import race_dataset_names
 from ..errors import CheckpointError, UserError
 
 FORMAT = "idpulse.judge/v1"
@@ -37,7 +38,7 @@ class JudgeConfig:
     data_root: str = ""  # default $IDPULSE_SHARED/data
     # the race judge's data: "utkface" (the shared crops) or "fairface" (race_root: its folder with
     # landmarks.csv): a tables config judging FairFace needs a judge of FairFace's 7 classes
-    race_data: Literal["utkface", "fairface"] = "utkface"
+    race_data: str = one_of(race_dataset_names, "utkface")
     race_root: str = ""
     device: str = "cpu"
     size: int = at_least(8, 48)  # the bundled judges' input side

@@ -26,7 +26,8 @@ from torch import nn
 from .. import distributed as dist_utils
 from ..align import build_align
 from ..checkpoint import all_rng_states, atomic_save, set_own_rng_state, torch_load
-from ..config import at_least, check_resume, to_dict, write_run_info
+from ..config import at_least, check_resume, one_of, to_dict, write_run_info
+from ..data.faces import race_dataset_names
 from ..errors import UserError
 from ..extractor import ArcFaceHead, FaceExtractor, angle_deg, save_extractor, similarity_loss
 from ..extractor.backbones import BGR_BACKBONES, BackboneName
@@ -72,7 +73,7 @@ class ExtractorTrainConfig:
     # L_race's faces: "utkface" (the shared crops; race_root defaults to data_root/utkface) or
     # "fairface" (the paper's 7 classes; race_root is its folder, with landmarks.csv from
     # scripts/detect_landmarks.py); the race head gets that dataset's class names
-    race_data: Literal["utkface", "fairface"] = "utkface"
+    race_data: str = one_of(race_dataset_names, "utkface")
     race_root: str = ""
     use_siam: bool = True
     use_race: bool = True

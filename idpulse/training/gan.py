@@ -44,9 +44,16 @@ class GanModelConfig:
 @dataclass
 class GanTrainConfig:
     run_dir: str = "runs/generator"
-    data: str = "celeba"  # celeba | utkface | a folder of aligned crops
-    data_root: str = ""  # default: $IDPULSE_SHARED/data/<data>
-    split: str = "train"  # CelebA partition(s): train, val, test, all
+    # registered dataset names (`idpulse.data.DATASETS`) or folders of aligned crops, comma-separated:
+    # "celeba,utkface" trains on both (UTKFace's tight crops framed, their missing border masked)
+    data: str = "celeba"
+    data_root: str = ""  # the folder holding <name>/ for each dataset; default $IDPULSE_SHARED/data
+    split: str = "train"  # each dataset's split (CelebA also takes partitions "train,val", "all")
+    # share of the draws from each entry of `data`, in order (normalised); empty: in proportion to size
+    data_shares: list[float] = field(default_factory=list)
+    # within a dataset with race labels, draw each race equally often (its share is kept)
+    balance_races: bool = False
+    init: str = ""  # a generator checkpoint that G and G_ema start from (fine-tuning; D starts afresh)
     device: str = "auto"
     seed: int = 0
     generator: GanModelConfig = field(default_factory=GanModelConfig)
@@ -78,29 +85,94 @@ RESUMABLE_CHANGES = {"device", "threads", "checkpoint_every", "sample_every", "l
                      "run_dir"}
 
 
-def _load_data(cfg: GanTrainConfig) -> torch.Tensor:
-    from ..data import CelebA, ImageFolder, UTKFace
+@dataclass
+class TrainingImages:
+    """The training set in memory. `masks` marks the pixels that came from a photo (framed tight
+    crops have none beyond the photo's edge); None when every pixel did. `weights` is each
+    image's probability of being drawn."""
+
+    images: torch.Tensor  # (N, 3, S, S) uint8
+    masks: torch.Tensor | None  # (N, 1, S, S) bool
+    weights: torch.Tensor  # (N,) float64, sums to 1
+    counts: dict  # entry of `data` -> number of images
+
+
+def _draw_weights(sets: list, shares: list[float], balance_races: bool) -> torch.Tensor:
+    """Per-image draw probabilities: each dataset's share spread over its images (equally, or
+    equally over its races with `balance_races`)."""
+    sizes = [len(ds) for ds in sets]
+    if shares and len(shares) != len(sets):
+        raise UserError(f"data_shares has {len(shares)} entries for {len(sets)} datasets in data")
+    if any(s < 0 for s in shares) or (shares and sum(shares) <= 0):
+        raise UserError("data_shares must be non-negative with a positive sum")
+    shares = [s / sum(shares) for s in shares] if shares else [n / sum(sizes) for n in sizes]
+    out = []
+    for ds, share in zip(sets, shares):
+        w = torch.full((len(ds),), share / len(ds), dtype=torch.float64)
+        if balance_races and "race" in ds.labels:
+            race = torch.as_tensor(ds.labels["race"])
+            counts = torch.bincount(race).double()
+            present = int((counts > 0).sum())
+            w = share / present / counts[race]
+        out.append(w)
+    w = torch.cat(out)
+    return w / w.sum()
+
+
+def load_training_images(cfg: GanTrainConfig) -> TrainingImages:
+    """Every entry of `cfg.data` at the generator's resolution, framed where its crops need it."""
+    from ..align import frame_coverage
+    from ..data import DATASETS, ImageFolder, dataset
 
     size = cfg.generator.resolution
-    root = cfg.data_root or None
-    if cfg.data == "celeba":
-        ds = CelebA(root, split=tuple(cfg.split.split(",")), size=size)
-    elif cfg.data == "utkface":
-        ds = UTKFace(root, size=size)
-    else:
-        ds = ImageFolder(cfg.data, size=size)
-    if len(ds) == 0:
-        raise UserError(f"no training images found for data={cfg.data!r}")
-    return ds.load_uint8(progress=dist_utils.is_main())  # (N, 3, S, S) uint8
+    sets = []
+    for name in [n.strip() for n in cfg.data.split(",") if n.strip()]:
+        if name in DATASETS:
+            sets.append(dataset(name, split=cfg.split, size=size, data_root=cfg.data_root or None))
+        else:
+            sets.append(ImageFolder(name, size=size))
+        if len(sets[-1]) == 0:
+            raise UserError(f"no training images found for data entry {name!r}")
+    if not sets:
+        raise UserError("data names no dataset")
+    weights = _draw_weights(sets, cfg.data_shares, cfg.balance_races)
+    images, masks, any_mask = [], [], False
+    for ds in sets:
+        images.append(ds.load_uint8(progress=dist_utils.is_main()))
+        m = torch.ones(len(ds), 1, size, size, dtype=torch.bool)
+        if ds.frame:
+            for i, lm in enumerate(ds.landmarks):
+                if lm is not None:
+                    with ds.load_pil(i) as im0:
+                        m[i, 0] = torch.from_numpy(frame_coverage(lm.astype(np.float64), im0.size, size))
+            any_mask = True
+        masks.append(m)
+    counts = {n.strip(): len(ds) for n, ds in zip([n for n in cfg.data.split(",") if n.strip()], sets)}
+    return TrainingImages(torch.cat(images), torch.cat(masks) if any_mask else None, weights, counts)
 
 
-def _batch(images: torch.Tensor, n: int, xflip: bool, device: torch.device) -> torch.Tensor:
-    idx = torch.randint(0, images.shape[0], (n,))
-    x = images[idx].to(device).float() / 127.5 - 1.0  # (n, 3, S, S) in [-1, 1]
+def _draw(data: TrainingImages, n: int) -> torch.Tensor:
+    return torch.multinomial(data.weights, n, replacement=True)  # (n,) image indices
+
+
+def _batch(data: TrainingImages, n: int, xflip: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n reals in [-1, 1] (n, 3, S, S), zero outside their masks, and those masks (n, 1, S, S)."""
+    idx = _draw(data, n)
+    x = data.images[idx].to(device).float() / 127.5 - 1.0  # (n, 3, S, S) in [-1, 1]
+    m = data.masks[idx].to(device) if data.masks is not None else None
     if xflip:
-        flip = torch.rand(n, device=device) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    return x
+        flip = (torch.rand(n, device=device) < 0.5)[:, None, None, None]
+        x = torch.where(flip, x.flip(3), x)
+        m = torch.where(flip, m.flip(3), m) if m is not None else None
+    return (x * m if m is not None else x), m
+
+
+def _fake_masks(data: TrainingImages, n: int, device: torch.device) -> torch.Tensor | None:
+    """Masks for n fakes, drawn as the reals' are: D cannot tell real from fake by where the
+    pixels are missing, and G is never asked to paint the empty border of a tight crop."""
+    if data.masks is None:
+        return None
+    return data.masks[_draw(data, n)].to(device)
 
 
 def _mixed_ws(G: Generator, z: torch.Tensor, p_mix: float) -> torch.Tensor:
@@ -115,6 +187,15 @@ def _mixed_ws(G: Generator, z: torch.Tensor, p_mix: float) -> torch.Tensor:
         use2 = torch.arange(n, device=z.device)[None, :] >= cutoff[:, None]  # (B, num_ws)
         ws = torch.where(use2[..., None], w2[:, None].expand(-1, n, -1), ws)
     return ws
+
+
+def _start_from(G: Generator, path: str) -> None:
+    """G's weights from a generator checkpoint of the same architecture and size (strict)."""
+    from ..checkpoint import load_state_dict_strict
+    from ..generator.weights import load_generator
+
+    src = load_generator(path)
+    load_state_dict_strict(G, src.state_dict(), f"generator init {path}")
 
 
 def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
@@ -139,7 +220,10 @@ def d_step(G, D, opt_D, D_logits, images: torch.Tensor, cfg, step: int, device, 
     D.requires_grad_(True)
     with torch.no_grad(), autocast:
         fake = G.synthesis(_mixed_ws(G, torch.randn(cfg.batch, G.w_dim, device=device), cfg.style_mixing))
-    real = _batch(images, cfg.batch, cfg.xflip, device)
+    real, _ = _batch(images, cfg.batch, cfg.xflip, device)
+    fake_mask = _fake_masks(images, cfg.batch, device)
+    if fake_mask is not None:
+        fake = fake * fake_mask
     do_r1 = cfg.r1_gamma > 0 and step % cfg.r1_every == 0
     real.requires_grad_(do_r1)
     logit_r, logit_f = D_logits(real), D_logits(fake.float())
@@ -156,13 +240,17 @@ def d_step(G, D, opt_D, D_logits, images: torch.Tensor, cfg, step: int, device, 
     return {"loss_D": loss_D, "r1": r1, "logit_r": logit_r, "logit_f": logit_f}
 
 
-def g_step(G, D, opt_G, D_logits, cfg, device, autocast) -> torch.Tensor:
-    """The generator's step: the non-saturating loss softplus(-D(G(z))), with style mixing."""
+def g_step(G, D, opt_G, D_logits, images, cfg, device, autocast) -> torch.Tensor:
+    """The generator's step: the non-saturating loss softplus(-D(G(z))), with style mixing (fakes
+    masked like the reals, see `_fake_masks`)."""
     G.requires_grad_(True)
     D.requires_grad_(False)
     z = torch.randn(cfg.batch, G.w_dim, device=device)
     with autocast:
         fake = G.synthesis(_mixed_ws(G, z, cfg.style_mixing))
+    fake_mask = _fake_masks(images, cfg.batch, device)
+    if fake_mask is not None:
+        fake = fake * fake_mask
     loss_G = F.softplus(-D_logits(fake.float())).mean()
     opt_G.zero_grad(set_to_none=True)
     loss_G.backward()
@@ -195,6 +283,8 @@ def training_loop(cfg: GanTrainConfig) -> Path:
     G = Generator(**mcfg).to(device)
     D = Discriminator(resolution=cfg.generator.resolution, fmap_base=cfg.d_fmap_base,
                       fmap_max=cfg.d_fmap_max).to(device)
+    if cfg.init and not state_path.is_file():
+        _start_from(G, cfg.init)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     mb_ratio = cfg.r1_every / (cfg.r1_every + 1)  # lazy regularisation rescales D's Adam
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.0, cfg.beta2), eps=1e-8)
@@ -219,10 +309,10 @@ def training_loop(cfg: GanTrainConfig) -> Path:
         for m in (G, D, G_ema):
             dist_utils.broadcast_module(m)
 
-    images = _load_data(cfg)
+    images = load_training_images(cfg)
     writer = None
     if rank == 0:
-        write_run_info(run, cfg, {"images": int(images.shape[0]), "world_size": world, "device": str(device)})
+        write_run_info(run, cfg, {"images": images.counts, "world_size": world, "device": str(device)})
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run / "tb"))
@@ -255,7 +345,7 @@ def training_loop(cfg: GanTrainConfig) -> Path:
     while shown < total:
         t0 = time.time()
         d = d_step(G, D, opt_D, D_logits, images, cfg, step, device, autocast)
-        loss_G = g_step(G, D, opt_G, D_logits, cfg, device, autocast)
+        loss_G = g_step(G, D, opt_G, D_logits, images, cfg, device, autocast)
         ema_update(G_ema, G, ema_beta)
         step += 1
         shown += batch * world
@@ -289,7 +379,7 @@ def training_loop(cfg: GanTrainConfig) -> Path:
         G_ema.cpu().fit_gaussian(cfg.gaussian_fit_samples)
         save_generator(G_ema, out, meta={"kimg": shown / 1000, "steps": step, "train_seconds": wall,
                                          "data": cfg.data, "split": cfg.split, "device": str(device),
-                                         "world_size": world, "images": int(images.shape[0])})
+                                         "world_size": world, "images": images.counts})
         print(f"saved {out} ({shown / 1000:.1f} kimg, {wall / 60:.1f} min of training)")
     elif rank == 0:
         print(f"stopped after {cfg.max_minutes} min at {shown / 1000:.1f} kimg; run again to resume")
