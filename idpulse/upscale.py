@@ -195,11 +195,15 @@ def _unique_names(thumbs: list[Thumbnail], taken: set[str]) -> None:
 
 def build_controls(cfg: UpscaleConfig, G: Generator, detector=None, say=None) -> tuple[Controls | None, list]:
     """The requested controls (all together) and each alone with its grid label; (None, []) if none.
-    `say` gets one line naming the extractor that was loaded and its input channel order."""
-    req = cfg.request
-    if not (req.race or req.attrs or req.targets):
+    A request is the field of `cfg.request` named after a registered control's keyword
+    (`control.CONTROLS`). `say` gets one line naming the extractor that was loaded and its input
+    channel order."""
+    from .control import CONTROLS
+
+    requests = {key: getattr(cfg.request, key) for key in CONTROLS if getattr(cfg.request, key, None)}
+    if not requests:
         return None, []
-    from .align import ARCFACE_112, FaceDetector, align_face, build_align
+    from .align import build_align
     from .extractor import load_any_extractor
 
     path = resolve(cfg.control.extractor)
@@ -212,29 +216,31 @@ def build_controls(cfg: UpscaleConfig, G: Generator, detector=None, say=None) ->
         say(f"extractor: {f.describe()}")
     align = build_align(cfg.control.align, G.resolution, pulse_files=bool(cfg.generator.synthesis),
                         detect_every=cfg.control.detect_every, detect_size=cfg.control.detect_size, device=device)
-    targets = None
-    if req.targets:
-        detector = detector or FaceDetector(min_prob=cfg.input.min_face_prob)
-        faces = []
-        for t in req.targets:
-            im, _ = load_rgb(t)
-            lm = detector.landmarks(im)
-            if lm is None:
-                raise UserError(f"target photo {t}: no face found; give a photo with a clear frontal face")
-            faces.append(align_face(im, lm, 112, ARCFACE_112))
-        targets = torch.stack(faces).to(device)  # (K, 3, 112, 112)
+    if "targets" in requests:
+        requests["targets"] = target_photos(requests["targets"], cfg.input, detector).to(device)
 
     def make(**kw):
         return Controls(f, align, cfg.control, **kw)
 
-    singles = []
-    if req.race:
-        singles.append((f"race={req.race}", make(race=req.race)))
-    for a in req.attrs:
-        singles.append((a, make(attrs=[a])))
-    if targets is not None:
-        singles.append(("identity", make(targets=targets)))
-    return make(race=req.race or None, attrs=req.attrs, targets=targets), singles
+    singles = [(label, make(**{key: part})) for key in sorted(requests, key=lambda k: CONTROLS[k].column)
+               for label, part in CONTROLS[key].singles(requests[key])]
+    return make(**requests), singles
+
+
+def target_photos(paths: list[str], cfg: InputConfig, detector=None) -> torch.Tensor:
+    """Photos of the person (L_sim's targets), their faces found and aligned to the ArcFace
+    template: (K, 3, 112, 112) in [0, 1]."""
+    from .align import ARCFACE_112, FaceDetector, align_face
+
+    detector = detector or FaceDetector(min_prob=cfg.min_face_prob)
+    faces = []
+    for t in paths:
+        im, _ = load_rgb(t)
+        lm = detector.landmarks(im)
+        if lm is None:
+            raise UserError(f"target photo {t}: no face found; give a photo with a clear frontal face")
+        faces.append(align_face(im, lm, 112, ARCFACE_112))
+    return torch.stack(faces)
 
 
 def prepare_inputs(files: list[Path], cfg: InputConfig, resolution: int,

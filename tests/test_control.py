@@ -89,10 +89,10 @@ def test_per_image_requests_use_each_images_own_target_and_class(extractor):
     from idpulse.extractor import angle_deg, similarity_loss
 
     want_sim = similarity_loss(angle_deg(feats, tf.repeat_interleave(2, 0)), 1.0, threshold=extractor.theta_thr)
-    assert torch.allclose(ctl._sim(feats), want_sim, atol=1e-5)
+    assert torch.allclose(ctl.loss("sim", feats), want_sim, atol=1e-5)
     want_race = extractor.race_head.loss(feats, torch.tensor([0, 0, 1, 1]))
-    assert torch.allclose(ctl._race(feats), want_race)
-    attr = ctl._attr(feats)
+    assert torch.allclose(ctl.loss("race", feats), want_race)
+    attr = ctl.loss("attr", feats)
     assert torch.allclose(attr[:2], extractor.attr_head.requested_loss(feats[:2], {0: 1})) and (attr[2:] == 0).all()
 
 
@@ -136,5 +136,40 @@ def test_a_retry_of_some_images_uses_those_images_requests(tiny_generator, extra
     assert rows == [2, 2, 1, 1]  # the retry searched one thumbnail, with one image's requests
     assert seeds[0, 0] == 0 and seeds[1, 0] == 1
     sub = ctl.subset([1])
-    assert torch.equal(sub.target_feats, ctl.target_feats[1:]) and sub.race.tolist() == [1]
-    assert sub.attrs == [{1: 0}] and ctl.race.tolist() == [0, 1]  # the original is untouched
+    assert torch.equal(sub.value("sim"), ctl.value("sim")[1:]) and sub.value("race").tolist() == [1]
+    assert sub.value("attr") == [{1: 0}] and ctl.value("race").tolist() == [0, 1]  # the original is untouched
+
+
+def test_a_new_control_is_one_registered_class(tiny_generator, extractor):
+    """A control loss registered from outside the package is built from its request keyword, takes
+    its weight and threshold from the config's `weights` / `thresholds`, enters Eq. 8's objective
+    and the acceptance test, and follows a retry's subset."""
+    from idpulse.config import load_config
+    from idpulse.control import CONTROLS, ControlLoss, register_control
+
+    @register_control
+    class NormLoss(ControlLoss):  # the features' mean towards a requested value, per image
+        name, request, equation = "norm", "norm", "L_norm"
+
+        def settings(self, cfg):
+            return cfg.weights.get("norm", 1.0), cfg.thresholds.get("norm", 10.0)
+
+        def prepare(self, value):
+            return torch.as_tensor(value, dtype=torch.float32)
+
+        def loss(self, feats):
+            want = self.per_row(self.value, len(feats)) if self.per_image else self.value
+            return (feats.mean(1) - want).abs()
+
+    try:
+        cfg = load_config(ControlConfig, None, ["--weights.norm=3", "--thresholds.norm=-1"])
+        ctl = Controls(extractor, FixedAlign(tiny_generator.resolution), cfg, norm=[0.5, 0.25], per_image=True)
+        assert ctl.used == ["norm"] and ctl.losses[0].weight == 3.0
+        assert "3*L_norm" in objective_text(ctl)
+        res, ok, _ = controlled_search(tiny_generator, torch.rand(2, 3, 4, 4), ctl, steps=2, eps=1.0)
+        assert "norm" in res.extra and not ok.any()  # no result meets a negative threshold
+        assert ctl.subset([1]).value("norm").tolist() == [0.25]
+        with pytest.raises(TypeError, match="unknown control request 'nrom'"):
+            Controls(extractor, FixedAlign(tiny_generator.resolution), cfg, nrom=1.0)
+    finally:
+        CONTROLS.pop("norm", None)

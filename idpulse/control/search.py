@@ -1,8 +1,7 @@
-"""Control losses that steer the PULSE search with the extractor f (docs/equations.md, section 2).
+"""The controlled search: Eq. 8 (docs/equations.md, section 2).
 
-Eq. 5 `L_sim = S_1(I, J)` towards photos J of the person (mean over the photos), Eq. 6
-`L_race = CE(C_race(f(I)), r)`, Eq. 7 `L_attr = sum_(a, v) BCE(C_attr(f(I))_a, v)`; Eq. 8 adds
-them, weighted, to PULSE's objective unchanged (`LossTerm`s of `pulse_search`: L_DS and GEOCROSS
+The control losses (Eq. 5 L_sim, Eq. 6 L_race, Eq. 7 L_attr, and any registered later) are in
+`losses.py`; Eq. 8 adds them, weighted, to PULSE's objective unchanged (`LossTerm`s of `pulse_search`: L_DS and GEOCROSS
 keep the weights of the search's settings, so a controlled search differs from plain PULSE by
 the control terms alone). The generated face is aligned into f's frame first (`FixedAlign` for
 generators in the training crops' frame, `DetectedAlign` for PULSE's FFHQ ones); f is frozen.
@@ -13,18 +12,18 @@ threshold; `controlled_search` searches rejected results again from fresh starts
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
 import torch
 
-from .align import align_afresh, reset_landmarks
-from .config import at_least
-from .errors import UserError
-from .extractor import FaceExtractor, angle_deg, similarity_loss
-from .extractor.backbones import BackboneName
-from .precision import fp32_region
-from .pulse import LossTerm, PulseResult, pulse_search, thumbnail_keys
+from ..align import align_afresh, reset_landmarks
+from ..config import at_least
+from ..extractor import FaceExtractor
+from ..extractor.backbones import BackboneName
+from ..precision import fp32_region
+from ..pulse import LossTerm, PulseResult, pulse_search, thumbnail_keys
+from .losses import CONTROLS, ControlLoss
 
 
 @dataclass
@@ -45,6 +44,10 @@ class ControlConfig:
     sim_max: float = 0.5  # L_sim at most this (about: angle below theta_thr)
     race_max: float = 0.5  # cross-entropy at most this (p(race) above about 0.6)
     attr_max: float = 0.1  # per the authors' code
+    # weights and thresholds of control losses registered beyond the paper's three, by their name
+    # (`--control.weights.age=5`); each class says its defaults (control/losses.py)
+    weights: dict[str, float] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
     # L_DS's weight, eps and the retries are the search's (`pulse.*`), shared with plain PULSE: Eq. 8
     # adds the control terms to PULSE's objective and changes nothing else.
     MOVED: ClassVar[dict[str, str]] = {
@@ -53,57 +56,25 @@ class ControlConfig:
         "retries": "use pulse.retries (it applies to plain PULSE and every control alike)"}
 
 
-def race_index(name: str, classes: list[str]) -> int:
-    low = {c.lower().replace(" ", "_"): i for i, c in enumerate(classes)}
-    key = name.lower().replace(" ", "_")
-    if key not in low:
-        raise UserError(f"unknown race {name!r}; this extractor knows: {', '.join(classes)}")
-    return low[key]
-
-
-def parse_attributes(specs: list[str], names: list[str]) -> dict[int, int]:
-    """["Smiling=1", "Male=0"] -> {31: 1, 20: 0}; unknown names and values are one-line errors."""
-    out = {}
-    for spec in specs:
-        name, sep, val = spec.partition("=")
-        if not sep or val.strip() not in ("0", "1"):
-            raise UserError(f"bad attribute request {spec!r}: write NAME=1 or NAME=0, e.g. Smiling=1")
-        if name not in names:
-            raise UserError(f"unknown attribute {name!r}; valid names: {', '.join(names)}")
-        out[names.index(name)] = int(val)
-    return out
-
-
 class Controls:
     """The requested controls for one search, as loss terms, an acceptance test and a report.
 
+    Each request keyword names a registered control loss (`CONTROLS`: `targets` -> L_sim,
+    `race` -> L_race, `attrs` -> L_attr, and any registered later); empty requests are left out.
     Shared requests (the CLI's): every image gets the same race / attributes, and L_sim is the
     mean over all target photos. With `per_image=True` (the tables'), `targets` holds one photo
-    per image, `race` one name per image and `attrs` one request list per image. Batch rows are
-    image-major (image n's seeds are rows n*S .. n*S+S-1), as `pulse_search` lays them out.
+    per image, `race` one name per image and `attrs` one request list per image.
     """
 
-    def __init__(self, f: FaceExtractor, align: torch.nn.Module, cfg: ControlConfig, *,
-                 targets: torch.Tensor | None = None, race=None, attrs=None, per_image: bool = False):
+    def __init__(self, f: FaceExtractor, align: torch.nn.Module, cfg: ControlConfig, *, per_image: bool = False,
+                 **requests):
         self.f, self.align, self.cfg = f.eval().requires_grad_(False), align, cfg
         self.per_image = per_image
-        self.target_feats = None
-        if targets is not None and len(targets):
-            p = next(f.parameters())
-            with torch.no_grad():
-                self.target_feats = f(targets.to(p.device, p.dtype))  # (K, 512) of the aligned target photos
-        self.race = None  # (N,) class indices per image, or one index for all
-        if race:
-            if f.race_head is None:
-                raise UserError("this extractor has no race head: give one trained with use_race")
-            names = f.race_head.class_names
-            self.race = torch.tensor([race_index(r, names) for r in race]) if per_image else race_index(race, names)
-        self.attrs = {}  # {index: value}, or a list of them per image
-        if attrs:
-            if f.attr_head is None:
-                raise UserError("this extractor has no attribute head: give one trained with use_attr")
-            names = f.attr_head.attribute_names
-            self.attrs = [parse_attributes(a, names) for a in attrs] if per_image else parse_attributes(attrs, names)
+        unknown = sorted(set(requests) - set(CONTROLS))
+        if unknown:
+            raise TypeError(f"unknown control request {unknown[0]!r} (registered: {', '.join(CONTROLS)})")
+        self.losses: list[ControlLoss] = [cls(self.f, requests[key], cfg, per_image)
+                                          for key, cls in CONTROLS.items() if _given(requests.get(key))]
 
     def subset(self, idx: list[int]) -> Controls:
         """The requests of images `idx` only (per-image controls; shared ones are all images'):
@@ -111,46 +82,21 @@ class Controls:
         if not self.per_image:
             return self
         sub = copy.copy(self)
-        if self.target_feats is not None:
-            sub.target_feats = self.target_feats[idx]
-        if self.race is not None:
-            sub.race = self.race[idx]
-        if self.attrs:
-            sub.attrs = [self.attrs[i] for i in idx]
+        sub.losses = [c.subset(idx) for c in self.losses]
         return sub
 
     @property
     def used(self) -> list[str]:
-        return (["sim"] if self.target_feats is not None else []) + (["race"] if self.race is not None else []) + \
-            (["attr"] if self.attrs else [])
+        return [c.name for c in self.losses]
 
-    @staticmethod
-    def _per_row(values: torch.Tensor, rows: int) -> torch.Tensor:
-        """Per-image values (N, ...) -> per-row (rows, ...), image-major."""
-        return values.repeat_interleave(rows // len(values), dim=0)
+    def value(self, name: str):
+        """The request of the control called `name` as its loss uses it (target features (K, 512),
+        race indices, attribute requests)."""
+        return next(c for c in self.losses if c.name == name).value
 
-    def _sim(self, feats: torch.Tensor) -> torch.Tensor:
-        """Eq. 5: (B, 512) -> (B,); per image: its own target, else the mean over the targets."""
-        t = self.target_feats
-        if self.per_image:
-            ang = angle_deg(feats, self._per_row(t, len(feats)))[:, None]  # (B, 1)
-        else:
-            ang = angle_deg(feats[:, None, :].expand(-1, len(t), -1), t[None].expand(len(feats), -1, -1))  # (B, K)
-        return similarity_loss(ang, 1.0, threshold=self.f.theta_thr, temperature=self.f.config["temperature"]).mean(1)
-
-    def _race(self, feats: torch.Tensor) -> torch.Tensor:
-        """Eq. 6: (B, 512) -> (B,)."""
-        r = self._per_row(self.race, len(feats)) if self.per_image else \
-            torch.full((len(feats),), self.race, dtype=torch.long)
-        return self.f.race_head.loss(feats, r.to(feats.device))
-
-    def _attr(self, feats: torch.Tensor) -> torch.Tensor:
-        """Eq. 7: (B, 512) -> (B,)."""
-        if not self.per_image:
-            return self.f.attr_head.requested_loss(feats, self.attrs)
-        per = len(feats) // len(self.attrs)
-        return torch.cat([self.f.attr_head.requested_loss(feats[i * per:(i + 1) * per], req) if req
-                          else feats.new_zeros(per) for i, req in enumerate(self.attrs)])
+    def loss(self, name: str, feats: torch.Tensor) -> torch.Tensor:
+        """The control loss called `name` on f's features (B, 512) -> (B,)."""
+        return next(c for c in self.losses if c.name == name).loss(feats)
 
     def terms(self) -> list[LossTerm]:
         """The control terms of ONE search (call it once per search: a new search starts from
@@ -166,33 +112,27 @@ class Controls:
                 cache["img"], cache["f"] = img, self.f(aligned).to(img.dtype)  # (B, 512)
             return cache["f"]
 
-        def term(name, loss):
+        def term(control: ControlLoss) -> LossTerm:
             def fn(img, ws):
                 x = feats(img)
                 with fp32_region(img.device):  # the heads and Eq. 5-7 in img's dtype, outside any bf16 autocast
-                    return loss(x)
+                    return control.loss(x)
 
-            return LossTerm(name, getattr(self.cfg, f"{name}_weight"), fn)
+            return LossTerm(control.name, control.weight, fn)
 
-        out = []
-        if self.target_feats is not None:
-            out.append(term("sim", self._sim))
-        if self.race is not None:
-            out.append(term("race", self._race))
-        if self.attrs:
-            out.append(term("attr", self._attr))
-        return out
+        return [term(c) for c in self.losses]
 
     def accepted(self, res: PulseResult) -> torch.Tensor:
         """(N, S) bool: within eps and every used control loss at most its threshold (Eq. 8's rejection)."""
         ok = res.success.clone()
-        for name in self.used:
-            ok &= res.extra[name] <= getattr(self.cfg, f"{name}_max")
+        for c in self.losses:
+            ok &= res.extra[c.name] <= c.max
         return ok
 
     @torch.no_grad()
     def describe(self, images: torch.Tensor) -> list[dict]:
-        """Per image (B, 3, R, R): predicted race and attribute probabilities, angle to each target."""
+        """Per image (B, 3, R, R): predicted race and attribute probabilities (whatever heads f
+        has), and what each requested control reads (e.g. the angle to each target photo)."""
         p = next(self.f.parameters())
         feats = self.f(align_afresh(self.align, images.to(p.device, p.dtype)))  # not a search's step
         out = [{} for _ in range(len(images))]
@@ -203,15 +143,23 @@ class Controls:
         if self.f.attr_head is not None:
             p = self.f.attr_head(feats).sigmoid()
             names = self.f.attr_head.attribute_names
-            shown = list(self.attrs) or range(len(names))
+            asked = [c.value for c in self.losses if c.name == "attr" and not self.per_image]
+            shown = list(asked[0]) if asked else range(len(names))
             for d, row in zip(out, p.tolist()):
                 d["attribute_probs"] = {names[i]: row[i] for i in shown}
-        if self.target_feats is not None:
-            ang = angle_deg(feats[:, None].expand(-1, len(self.target_feats), -1),
-                            self.target_feats[None].expand(len(feats), -1, -1))
-            for d, row in zip(out, ang.tolist()):
-                d["target_angles_deg"] = row
+        for c in self.losses:
+            for d, extra in zip(out, c.describe(feats)):
+                d.update(extra)
         return out
+
+
+def _given(value) -> bool:
+    """Whether a request was made: None, "" and empty lists/tensors are not requests."""
+    if value is None:
+        return False
+    if isinstance(value, torch.Tensor):
+        return value.numel() > 0
+    return bool(value)
 
 
 def _copy_slot(res: PulseResult, n: int, slot: int, new: PulseResult, j: int, k: int) -> None:
