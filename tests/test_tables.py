@@ -90,6 +90,13 @@ def test_tables_smoke_resume_and_reproducible(tmp_path):
     assert [p.stat().st_mtime_ns for p in cached] == stamps
     for key in ("table1", "table2", "table3"):
         assert json.dumps(r1[key], default=float) == json.dumps(r2[key], default=float)
+    # one table alone: its faces (its own random stream) and numbers are the full run's, from the cache
+    r3 = eval_tables(dataclasses.replace(cfg, tables=["table3"]))
+    assert r3["tables"] == ["table3"] and "table1" not in r3 and r3["items"]["table3"] == r1["items"]["table3"]
+    assert json.dumps(r3["table3"], default=float) == json.dumps(r1["table3"], default=float)
+    assert [p.stat().st_mtime_ns for p in cached] == stamps
+    assert "Table 3" in (tmp_path / "rep" / "report.md").read_text()
+    assert "Table 1" not in (tmp_path / "rep" / "report.md").read_text()
     # other settings are refused, not mixed with the cached results
     from idpulse.errors import UserError
 
@@ -115,3 +122,26 @@ def test_tables_sharded_over_two_ranks(tmp_path):
     assert len(list((tmp_path / "rep" / "cache").glob("*__*.json"))) == _results(report)
     assert "world_size: 2" in (tmp_path / "rep" / "run.yaml").read_text()
     assert json.loads((tmp_path / "rep" / "report.json").read_text())["table2"]
+
+
+def test_a_new_table_is_one_registered_function(tmp_path):
+    """A table registered from outside: listed in `tables:`, computed after what it needs, in the
+    report and rendered by its own renderer; an unknown name is a config error naming the key."""
+    need_shared("data", "celeba", "images")
+    from idpulse.config import ConfigError
+    from idpulse.evaluation.table_registry import TABLES, Section, register_table
+
+    @register_table("faces_seen", lambda r: ["## Faces seen", "", f"{r['faces_seen']['n']} photos", ""],
+                    needs=("table1",))
+    def faces_seen(run):
+        return Section({"n": len(run.rows["items"])}, run.rows["items"])
+
+    try:
+        cfg = load_config(TablesConfig, None, _tiny_models(tmp_path) + ["--tables=[faces_seen]"])
+        r = eval_tables(cfg)
+        assert r["tables"] == ["table1", "faces_seen"] and r["faces_seen"] == {"n": 3}
+        assert "3 photos" in (tmp_path / "rep" / "report.md").read_text()
+        with pytest.raises(ConfigError, match="tables"):
+            load_config(TablesConfig, None, ["--tables=[tabel2]"])
+    finally:
+        TABLES.pop("faces_seen", None)

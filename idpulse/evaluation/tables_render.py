@@ -42,14 +42,30 @@ def _fidelity(fid: dict | None) -> list[str]:
 
 
 def render(r: dict) -> str:
-    def pm(s):
-        return f"{s['mean']:.1f} ± {s['sd']:.1f}"
+    """The whole report: a header, each table's section (its registered renderer, in the order
+    they ran), the fidelity table, the models."""
+    from .table_registry import TABLES, table_names
 
     lines = ["# The paper's tables, reproduced", "",
              "Numbers from the models named by the config (hashes below); the paper's numbers beside them. "
              "95% confidence intervals in brackets.", "",
              f"Every row of every table searches with one objective and the same settings, its control term "
-             f"aside: {r.get('objective', '')}.", "", "## Table 1: angles between pairs (degrees)", "",
+             f"aside: {r.get('objective', '')}.", ""]
+    for name in r.get("tables", table_names()):
+        if name in r:
+            lines += TABLES[name].render(r)
+    lines += _fidelity(r.get("fidelity"))
+    lines += ["## Models", "", *[f"- {k}: sha256 {v}" for k, v in r["hashes"].items()],
+              f"- judges' own test metrics: {json.dumps(r['judges'], default=float)[:400]}", "",
+              f"Wall time: {r['seconds'] / 60:.1f} min" + _resumed(r.get("results", {})) + ".", ""]
+    return "\n".join(lines)
+
+
+def render_table1(r: dict) -> list[str]:
+    def pm(s):
+        return f"{s['mean']:.1f} ± {s['sd']:.1f}"
+
+    lines = ["## Table 1: angles between pairs (degrees)", "",
              "| set | f_arc (ours) | f (ours) | f_arc (paper) | f (paper) |", "| --- | --- | --- | --- | --- |"]
     t1 = r["table1"]
     for k, (pa, pf) in t1["paper"].items():
@@ -65,53 +81,60 @@ def render(r: dict) -> str:
             sd = (per["CelebA-Same"] + per["CelebA-Diff"]) / 2
             row += [f"{100 * sd:.1f}%", f"{100 * per['Lookalike-Baseline']:.1f}%"]
         lines.append(f"| {opt.upper()} | " + " | ".join(row) + " |")
-    lines += ["", "Paper: Opt 1 96.6% / 32.4% (f_arc), 96.8% / 98.9% (f); Opt 2 94.5% / 88.0%, 96.6% / 99.4%.", "",
-              "![Appendix B, f_arc](appendix_b_f_arc.png) ![Appendix B, f](appendix_b_f.png)", ""]
-    for title, key, paper in (("Table 2: race re-identification", "table2", r["paper_table2"]),
-                              ("Table 3: attribute re-identification", "table3", r["paper_table3"])):
-        lines += [f"## {title}", "", "| strategy | ours | paper | results accepted (within eps and the control's "
-                  "threshold) |", "| --- | --- | --- | --- |"]
+    return lines + ["", "Paper: Opt 1 96.6% / 32.4% (f_arc), 96.8% / 98.9% (f); Opt 2 94.5% / 88.0%, 96.6% / 99.4%.",
+                    "", "![Appendix B, f_arc](appendix_b_f_arc.png) ![Appendix B, f](appendix_b_f.png)", ""]
+
+
+def render_reid(title: str, key: str, paper_key: str):
+    """The renderer of a re-identification table (Tables 2 and 3): ours beside the paper's."""
+    def render_table(r: dict) -> list[str]:
+        paper = r[paper_key]
+        lines = [f"## {title}", "", "| strategy | ours | paper | results accepted (within eps and the control's "
+                 "threshold) |", "| --- | --- | --- | --- |"]
         for s, v in r[key].items():
             theirs = f"{paper[s]}%" if s in paper else "(not in the paper)"
             lines.append(f"| {s} | {100 * v['reid']:.1f}% ({100 * v['ci95'][0]:.1f}-{100 * v['ci95'][1]:.1f}) "
                          f"| {theirs} | {100 * v['accepted']:.0f}% |")
-        lines.append("")
-    lines += ["## Identity (dlib, distance to another photo of the person; < 0.6 = same person)", ""]
-    if "skipped" in r["identity"]:
-        lines += [f"Skipped: {r['identity']['skipped']}", ""]
-    else:
-        lines += ["| results | mean distance | judged the same person | nearer the person than PULSE's result |",
-                  "| --- | --- | --- | --- |"]
-        for s, v in r["identity"].items():
-            closer = (f"{100 * v['closer_than_pulse']:.1f}% ({100 * v['closer_ci95'][0]:.1f}-"
-                      f"{100 * v['closer_ci95'][1]:.1f})" if "closer_than_pulse" in v else "")
-            lines.append(f"| {s} | {v['mean_distance']:.3f} | {100 * v['same_person']:.1f}% "
-                         f"({100 * v['ci95'][0]:.1f}-{100 * v['ci95'][1]:.1f}) | {closer} |")
-        lines.append("")
-    if r.get("requests"):
-        dic = any("DIC" in v for v in r["requests"].values())
-        lines += ["## Requests: does the control change what an independent judge sees?", "",
-                  "| request | on | judge sees it: plain PULSE | judge sees it: with the control "
-                  "| ... and the result is accepted (within eps and the control's threshold) | accepted |"
-                  + (" judge sees it: DIC (takes no request) |" if dic else ""),
-                  "| --- | --- | --- | --- | --- | --- |" + (" --- |" if dic else "")]
-        for req, v in r["requests"].items():
-            cells = [_rate(v[k]) for k in ("PULSE", "control")]
-            c = v["control"]
-            cells += [f"{100 * c['rate_accepted']:.1f}% ({100 * c['rate_accepted_ci95'][0]:.1f}-"
-                      f"{100 * c['rate_accepted_ci95'][1]:.1f})", f"{100 * c['accepted']:.0f}%"]
-            if dic:
-                cells.append(_rate(v["DIC"]) if "DIC" in v else "")
-            lines.append(f"| `{req}` | {v['faces']} {v['on']} | " + " | ".join(cells) + " |")
-        lines.append("")
-        for req, v in r["requests"].items():
-            if "closer_than_pulse" in v:
-                lines += [f"`{req}`: the result is nearer (by the same judge) to the person than plain PULSE's "
-                          f"result of the same thumbnail for {100 * v['closer_than_pulse']:.1f}% of faces "
-                          f"({100 * v['closer_ci95'][0]:.1f}-{100 * v['closer_ci95'][1]:.1f}).", ""]
-    lines += _fidelity(r.get("fidelity"))
-    lines += ["## Models", "", *[f"- {k}: sha256 {v}" for k, v in r["hashes"].items()],
-              f"- judges' own test metrics: {json.dumps(r['judges'], default=float)[:400]}", "",
-              f"Wall time: {r['seconds'] / 60:.1f} min" + _resumed(r.get("results", {})) + ".", ""]
-    return "\n".join(lines)
+        return lines + [""]
 
+    return render_table
+
+
+def render_identity(r: dict) -> list[str]:
+    lines = ["## Identity (dlib, distance to another photo of the person; < 0.6 = same person)", ""]
+    if "skipped" in r["identity"]:
+        return lines + [f"Skipped: {r['identity']['skipped']}", ""]
+    lines += ["| results | mean distance | judged the same person | nearer the person than PULSE's result |",
+              "| --- | --- | --- | --- |"]
+    for s, v in r["identity"].items():
+        closer = (f"{100 * v['closer_than_pulse']:.1f}% ({100 * v['closer_ci95'][0]:.1f}-"
+                  f"{100 * v['closer_ci95'][1]:.1f})" if "closer_than_pulse" in v else "")
+        lines.append(f"| {s} | {v['mean_distance']:.3f} | {100 * v['same_person']:.1f}% "
+                     f"({100 * v['ci95'][0]:.1f}-{100 * v['ci95'][1]:.1f}) | {closer} |")
+    return lines + [""]
+
+
+def render_requests(r: dict) -> list[str]:
+    if not r.get("requests"):
+        return []
+    dic = any("DIC" in v for v in r["requests"].values())
+    lines = ["## Requests: does the control change what an independent judge sees?", "",
+             "| request | on | judge sees it: plain PULSE | judge sees it: with the control "
+             "| ... and the result is accepted (within eps and the control's threshold) | accepted |"
+             + (" judge sees it: DIC (takes no request) |" if dic else ""),
+             "| --- | --- | --- | --- | --- | --- |" + (" --- |" if dic else "")]
+    for req, v in r["requests"].items():
+        cells = [_rate(v[k]) for k in ("PULSE", "control")]
+        c = v["control"]
+        cells += [f"{100 * c['rate_accepted']:.1f}% ({100 * c['rate_accepted_ci95'][0]:.1f}-"
+                  f"{100 * c['rate_accepted_ci95'][1]:.1f})", f"{100 * c['accepted']:.0f}%"]
+        if dic:
+            cells.append(_rate(v["DIC"]) if "DIC" in v else "")
+        lines.append(f"| `{req}` | {v['faces']} {v['on']} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for req, v in r["requests"].items():
+        if "closer_than_pulse" in v:
+            lines += [f"`{req}`: the result is nearer (by the same judge) to the person than plain PULSE's "
+                      f"result of the same thumbnail for {100 * v['closer_than_pulse']:.1f}% of faces "
+                      f"({100 * v['closer_ci95'][0]:.1f}-{100 * v['closer_ci95'][1]:.1f}).", ""]
+    return lines

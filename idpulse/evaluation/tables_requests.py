@@ -6,11 +6,23 @@ import torch
 
 from ..control import Controls
 from .stats import wilson
+from .table_registry import Section, register_table, table_rng
 from .table_stream import distances, judge_predict
+from .tables_render import render_requests
 
 
 def proportion_ci(k: int, n: int) -> tuple[float, float]:
     return wilson(k, n)
+
+
+@register_table("requests", render_requests, needs=("table1",))
+def requests_section(run) -> Section:
+    """The requests table on the run's faces (Table 1's pairs for `--target`), its own draws."""
+    items_used: dict[str, list[str]] = {}
+    rows = run.rows
+    table = requests_table(run, run.celeba, run.race, run.identity_judge, table_rng(run.cfg.seed, "requests"),
+                           (rows["photos"], rows["seconds"], rows["items"]), items_used)
+    return Section(table, items_used)
 
 
 def requests_table(run, celeba, race, identity_judge, g: torch.Generator, pairs, items_used: dict) -> dict:
