@@ -1,12 +1,38 @@
-"""The generator quality report on a few held-out faces (needs the shared CelebA crops)."""
+"""The generator quality report on a few held-out faces (needs the shared CelebA crops), and its
+Fréchet distance of dlib descriptors and race shares of random samples."""
 
 import json
+import math
 
+import numpy as np
+import pytest
+import torch
 from conftest import need_shared
 
 from idpulse.config import load_config
-from idpulse.evaluation.generator_report import GeneratorReportConfig, generator_report
+from idpulse.evaluation.descriptors import frechet_distance, frechet_from_stats
+from idpulse.evaluation.generator_report import (
+    GeneratorReportConfig,
+    class_shares,
+    generator_report,
+    random_samples,
+    training_race_shares,
+    training_recipe,
+)
 from idpulse.evaluation.stats import wilson
+
+TINY = ["--generator.random_init=true", "--generator.resolution=16", "--generator.fmap_base=64",
+        "--generator.fmap_max=32", "--generator.fit_samples=2000"]
+
+
+def need_dlib():
+    from idpulse.errors import UserError
+    from idpulse.evaluation.descriptors import DlibDescriptors
+
+    try:
+        DlibDescriptors()
+    except UserError as e:
+        pytest.skip(f"dlib's face descriptor is not available: {e}")
 
 
 def test_wilson_interval():
@@ -19,11 +45,106 @@ def test_report_on_held_out_faces(tmp_path):
     need_shared("data", "celeba", "images")
     cfg = load_config(GeneratorReportConfig, None, [
         f"--out={tmp_path}", "--num_faces=3", "--batch_images=2", "--sizes=[4]", "--pulse.steps=3",
-        "--pulse.num_seeds=2", "--generator.random_init=true", "--generator.resolution=16",
-        "--generator.fmap_base=64", "--generator.fmap_max=32", "--generator.fit_samples=2000"])
+        "--pulse.num_seeds=2", "--fd_faces=0", "--race_samples=0", *TINY])
     r = generator_report(cfg, progress=False)
     s = r["sizes"]["4"]
     assert s["faces"] == 3 and 0 <= s["matched"] <= 3 and s["mean_final_l2"] > 0
     assert json.loads((tmp_path / "report.json").read_text()) == json.loads(json.dumps(r))
     assert "| 4x4 |" in (tmp_path / "report.md").read_text()
     assert (tmp_path / "samples.png").is_file() and (tmp_path / "pulse_4px.png").is_file()
+    assert r["descriptor_fd"] == {"skipped": "fd_faces=0"} and r["race"] == {"skipped": "race_samples=0"}
+
+
+def test_frechet_distance_closed_forms():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 6)) @ rng.normal(size=(6, 6))  # correlated features
+    cov = np.cov(x, rowvar=False)
+    shift = np.array([0.5, -1.0, 0.0, 2.0, 0.25, -0.75])
+    tol = 1e-6 * np.trace(cov)
+    assert abs(frechet_distance(x, x)) < tol  # identical sets
+    assert frechet_distance(x, x + shift) == pytest.approx((shift ** 2).sum(), abs=tol)  # same covariance
+    m = x.mean(0)
+    assert frechet_distance(x, m + 3 * (x - m)) == pytest.approx(4 * np.trace(cov), rel=1e-6)  # (1 - 3)^2 Tr S
+    # diagonal covariances: |mu_a - mu_b|^2 + sum (sqrt(a_i) - sqrt(b_i))^2
+    a, b = np.array([1.0, 4.0, 9.0]), np.array([4.0, 1.0, 16.0])
+    assert frechet_from_stats(np.zeros(3), np.diag(a), np.ones(3), np.diag(b)) == pytest.approx(3 + 1 + 1 + 1)
+    # N(0, I) against N(0, S), S not diagonal: sum over S's eigenvalues of (1 - sqrt(l))^2
+    q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    lam = np.array([0.25, 1.0, 2.25, 9.0])
+    s = q @ np.diag(lam) @ q.T
+    want = ((1 - np.sqrt(lam)) ** 2).sum()
+    assert frechet_from_stats(np.zeros(4), np.eye(4), np.zeros(4), s) == pytest.approx(want, rel=1e-6)
+    assert frechet_from_stats(np.zeros(4), s, np.zeros(4), np.eye(4)) == pytest.approx(want, rel=1e-6)  # symmetric
+    with pytest.raises(ValueError):
+        frechet_distance(x[:1], x)
+
+
+def test_random_samples_are_seeded(tiny_generator):
+    state = torch.get_rng_state()
+    a = random_samples(tiny_generator, 6, seed=3, device="cpu", batch=3)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is left alone
+    assert a.shape == (6, 3, 16, 16) and 0 <= a.min() and a.max() <= 1
+    assert torch.equal(a, random_samples(tiny_generator, 6, seed=3, device="cpu", batch=3))  # same samples again
+    assert torch.equal(a[:3], random_samples(tiny_generator, 3, seed=3, device="cpu", batch=3))  # a prefix of them
+    assert not torch.equal(a, random_samples(tiny_generator, 6, seed=4, device="cpu", batch=3))
+    assert random_samples(tiny_generator, 4, seed=3, device="cpu", size=8).shape == (4, 3, 8, 8)
+
+
+def test_class_shares():
+    names = ["White", "Black", "Asian", "Indian", "Others"]
+    r = class_shares(torch.tensor([0, 0, 0, 1, 2, 2, 3, 4, 4, 0]), names)
+    assert r["n"] == 10 and [r["shares"][n]["count"] for n in names] == [4, 1, 2, 1, 2]
+    assert r["shares"]["Asian"]["share"] == 0.2 and r["shares"]["Asian"]["ci95"] == wilson(2, 10)
+    assert r["black_asian_indian"] == {"count": 4, "share": 0.4, "ci95": wilson(4, 10)}
+    fair = ["White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern"]
+    assert class_shares(torch.arange(7), fair)["black_asian_indian"]["count"] == 4  # both Asian classes
+
+
+def test_training_recipe_from_checkpoint_meta(tmp_path, tiny_generator):
+    from idpulse.generator.weights import save_generator
+
+    save_generator(tiny_generator, tmp_path / "g.pt", meta={"data": "celeba,utkface", "split": "train",
+                                                            "data_shares": [0.5, 0.5], "images": 10})
+    cfg = load_config(GeneratorReportConfig, None, [f"--generator.checkpoint={tmp_path / 'g.pt'}"])
+    assert training_recipe(cfg) == {"data": "celeba,utkface", "split": "train", "data_shares": [0.5, 0.5]}
+    save_generator(tiny_generator, tmp_path / "e.pt", meta={"data": "celeba", "split": "train",
+                                                            "run_config": {"balance_races": True, "data": "x"}})
+    cfg = load_config(GeneratorReportConfig, None, [f"--generator.checkpoint={tmp_path / 'e.pt'}"])
+    assert training_recipe(cfg) == {"data": "celeba", "split": "train", "balance_races": True}
+    assert training_recipe(load_config(GeneratorReportConfig, None, TINY)) == {}
+
+
+def test_training_race_shares():
+    need_shared("data", "celeba", "images")
+    need_shared("data", "utkface", "images")
+    from idpulse.evaluation.judges import load_judge
+
+    judge, _ = load_judge("checkpoints/judges/race.pt")
+    recipe = {"data": "celeba,utkface", "split": "test", "data_shares": [0.5, 0.5], "balance_races": True}
+    r = training_race_shares(judge, recipe, 32, 40, "cpu")
+    assert r["n"] == 40 and sum(v["count"] for v in r["shares"].values()) == 40
+    assert set(r["dataset_sizes"]) == {"celeba", "utkface"} and 0 < r["unique_images"] <= 40
+    assert r["data_shares"] == [0.5, 0.5] and r["balance_races"] is True
+    assert r == training_race_shares(judge, recipe, 32, 40, "cpu")  # a fixed draw
+    assert "skipped" in training_race_shares(judge, {}, 32, 40, "cpu")
+    assert "skipped" in training_race_shares(judge, {"data": "/no/such/folder", "split": "train"}, 32, 40, "cpu")
+
+
+def test_report_descriptor_fd_and_race_shares(tmp_path):
+    need_shared("data", "celeba", "images")
+    need_dlib()
+    cfg = load_config(GeneratorReportConfig, None, [
+        f"--out={tmp_path}", "--sizes=[]", "--fd_faces=20", "--race_samples=20", *TINY])
+    r = generator_report(cfg, progress=False)
+    assert r["sizes"] == {} and r["faces"] == 0 and r["measure_px"] == 16
+    fd = r["descriptor_fd"]
+    assert fd["faces"] == 20 and fd["samples_vs_real"] > 0 and fd["real_vs_real"] > 0
+    assert math.isclose(fd["ratio"], fd["samples_vs_real"] / fd["real_vs_real"])
+    race = r["race"]
+    assert race["classes"] == ["White", "Black", "Asian", "Indian", "Others"]
+    assert race["samples"]["n"] == 20 and sum(v["count"] for v in race["samples"]["shares"].values()) == 20
+    assert "skipped" in race["training_data"]  # an untrained generator records no training data
+    assert json.loads((tmp_path / "report.json").read_text()) == json.loads(json.dumps(r))
+    md = (tmp_path / "report.md").read_text()
+    assert "## Fréchet distance of dlib face descriptors" in md and "| Black, Asian or Indian |" in md
+    assert (tmp_path / "samples.png").is_file() and not list(tmp_path.glob("pulse_*px.png"))

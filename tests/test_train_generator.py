@@ -125,15 +125,15 @@ def test_tight_crops_are_framed_with_their_missing_border_masked():
 
 
 def test_draw_weights_follow_the_shares_and_balance_races():
+    from idpulse.data.sampling import draw_weights
     from idpulse.errors import UserError
-    from idpulse.training.gan import _draw_weights
 
     sets = [type("D", (), {"__len__": lambda self: 3, "labels": {}})(),
             type("D", (), {"__len__": lambda self: 4, "labels": {"race": [0, 0, 0, 1]}})()]
-    w = _draw_weights(sets, [], False)  # in proportion to size: every image alike
+    w = draw_weights(sets, [], False)  # in proportion to size: every image alike
     assert torch.allclose(w, torch.full((7,), 1 / 7, dtype=torch.float64))
-    w = _draw_weights(sets, [1.0, 1.0], True)  # half each; the second's two races a quarter each
+    w = draw_weights(sets, [1.0, 1.0], True)  # half each; the second's two races a quarter each
     assert torch.allclose(w[:3].sum(), torch.tensor(0.5, dtype=torch.float64))
     assert torch.allclose(w[3:6].sum(), w[6]) and torch.allclose(w[6], torch.tensor(0.25, dtype=torch.float64))
     with pytest.raises(UserError, match="data_shares has 1 entries for 2"):
-        _draw_weights(sets, [1.0], False)
+        draw_weights(sets, [1.0], False)

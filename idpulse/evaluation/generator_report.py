@@ -3,6 +3,12 @@
 For each thumbnail size, `num_faces` faces of CelebA's test partition (identities never trained
 on) are resized to the generator's resolution, downscaled with PULSE's bicubic, and searched
 with `num_seeds` seeds; a face counts as matched if some seed's L_DS is within eps.
+
+Two measurements of the random samples themselves (the same samples, `samples.png` their first 64):
+- the Fréchet distance of dlib face descriptors (`descriptors.py`) between `fd_faces` samples and as
+  many held-out faces, beside the real-vs-real floor (two disjoint sets of held-out faces);
+- the race judge's class shares of `race_samples` samples, beside its shares of draws from the
+  generator's training data (the datasets, split and shares its checkpoint's meta records).
 """
 
 from __future__ import annotations
@@ -12,14 +18,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..config import at_least, write_run_info
 from ..distributed import resolve_device
+from ..errors import UserError
 from ..generator.build import GeneratorConfig, build_generator
 from ..pulse import downscale, pulse_search
 from ..pulse.config import PulseConfig
 from .stats import wilson
+
+BAI = "Black, Asian or Indian"  # the race classes named Black, Indian or *Asian*, together
+REAL_SEED = 1  # the draw of the descriptor FD's held-out faces (the PULSE faces' is seed 0)
+MEASURE_PX = 96  # larger samples are measured downscaled to the shared crops' side (as the real faces are)
 
 
 @dataclass
@@ -29,9 +41,13 @@ class GeneratorReportConfig:
     data_root: str = ""  # CelebA root (default: $IDPULSE_SHARED/data/celeba)
     split: str = "test"
     num_faces: int = at_least(1, 200)
-    sizes: list[int] = field(default_factory=lambda: [8, 16])
+    sizes: list[int] = field(default_factory=lambda: [8, 16])  # []: no PULSE search
     batch_images: int = at_least(1, 50)
     sample_seed: int = 0
+    fd_faces: int = at_least(0, 500)  # samples and held-out faces per set of the descriptor FD (0: skip)
+    race_samples: int = at_least(0, 500)  # random samples the race judge classifies (0: skip)
+    race_judge: str = "checkpoints/judges/race.pt"
+    race_train_draws: int = at_least(0, 2000)  # draws from the training data judged alike (0: skip)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     pulse: PulseConfig = field(default_factory=PulseConfig)
 
@@ -54,7 +70,7 @@ def generator_report(cfg: GeneratorReportConfig, *, progress: bool = True) -> di
     write_run_info(out, cfg)
     device = resolve_device(cfg.device)
     G = build_generator(cfg.generator, device)
-    faces, names = held_out_faces(cfg, G.resolution)
+    faces, names = held_out_faces(cfg, G.resolution) if cfg.sizes else (torch.zeros(0), [])
     pkw = cfg.pulse.search_kwargs()  # one search of num_seeds starts per face (no retries): PULSE's success rate
     report = {"generator": cfg.generator.checkpoint if not cfg.generator.synthesis else cfg.generator.synthesis,
               "resolution": G.resolution, "faces": len(names), "split": cfg.split, "pulse": pkw,
@@ -82,33 +98,219 @@ def generator_report(cfg: GeneratorReportConfig, *, progress: bool = True) -> di
             "success_rate": k / len(ok), "success_ci95": wilson(k, len(ok)), "matched": k, "faces": len(ok),
             "mean_final_l2": sum(ds_best) / len(ds_best), "seconds": secs, "seconds_per_face": secs / len(ok),
         }
-    with torch.no_grad():
-        z = torch.randn(64, G.w_dim, generator=torch.Generator().manual_seed(cfg.sample_seed)).to(device)
-        samples = ((G(z) + 1) / 2).clamp(0, 1).cpu()
-    make_grid(list(samples), ncol=8, pad=0).save(out / "samples.png")
+    px = min(G.resolution, MEASURE_PX)  # the samples' and real faces' side in the two measurements
+    samples = random_samples(G, max(64, cfg.fd_faces, cfg.race_samples), cfg.sample_seed, device, size=px)
+    grid = samples[:64] if px == G.resolution else random_samples(G, 64, cfg.sample_seed, device)
+    make_grid(list(grid), ncol=8, pad=0).save(out / "samples.png")
+    report.update(sample_seed=cfg.sample_seed, measure_px=px)
+    report["descriptor_fd"] = descriptor_fd(cfg, samples[:cfg.fd_faces], px)
+    report["race"] = race_report(cfg, samples[:cfg.race_samples], px, device)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(render_markdown(report))
     return report
 
 
+@torch.no_grad()
+def random_samples(G, n: int, seed: int, device, size: int = 0, batch: int = 64) -> torch.Tensor:
+    """n random samples (n, 3, S, S) in [0, 1] on the CPU, as `samples.png` shows them: no truncation,
+    z ~ N(0, I) and the per-layer noise drawn `batch` at a time from generators seeded with `seed` (the
+    global RNG's noise inside a fork: the caller's state is left as it was), so the same samples come
+    on every run, and for k a multiple of `batch` the first k of n are a call for k's; S = size if
+    smaller than G's resolution (bilinear, antialiased), else that resolution."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
+        torch.manual_seed(seed)
+        for s in range(0, n, batch):
+            x = ((G(torch.randn(min(batch, n - s), G.w_dim, generator=gen).to(device)) + 1) / 2).clamp(0, 1)
+            if size and size < x.shape[-1]:
+                x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True).clamp(0, 1)
+            out.append(x.cpu())
+    return torch.cat(out)
+
+
+def descriptor_fd(cfg: GeneratorReportConfig, samples: torch.Tensor, resolution: int) -> dict:
+    """Fréchet distance of dlib face descriptors between the samples and as many held-out faces
+    (`cfg.split`), and the real-vs-real floor: the same distance between those faces and another,
+    disjoint set of as many; their ratio. {"skipped": why} when off or dlib's models are missing."""
+    from ..data import CelebA
+    from .descriptors import UPSCALE, DlibDescriptors, frechet_distance
+
+    n = len(samples)
+    if n == 0:
+        return {"skipped": "fd_faces=0"}
+    if n < 2:
+        return {"skipped": "fd_faces must be >= 2 (a covariance needs two faces)"}
+    try:
+        describe = DlibDescriptors()
+    except UserError as e:
+        return {"skipped": str(e)}
+    t0 = time.time()
+    ds = CelebA(cfg.data_root or None, split=cfg.split, size=resolution)
+    if len(ds) < 2 * n:
+        return {"skipped": f"CelebA {cfg.split} has {len(ds)} faces, the floor needs 2 x {n}"}
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(REAL_SEED))[:2 * n].tolist()
+    real = describe(torch.stack([ds[i]["image"] for i in idx]))
+    fake = describe(samples)
+    fd, floor = frechet_distance(fake, real[:n]), frechet_distance(real[n:], real[:n])
+    return {"faces": n, "samples_vs_real": fd, "real_vs_real": floor, "ratio": fd / floor if floor > 0 else None,
+            "real_split": cfg.split, "real_seed": REAL_SEED, "upscale_px": UPSCALE, "seconds": time.time() - t0}
+
+
+def class_shares(pred: torch.Tensor, names: list[str]) -> dict:
+    """Race predictions (n,) -> each class's count, share and 95% Wilson interval, and the same for
+    the classes named Black, Indian or *Asian* together (`black_asian_indian`)."""
+    n = len(pred)
+    counts = torch.bincount(pred, minlength=len(names)).tolist()
+    group = sum(c for name, c in zip(names, counts) if name in ("Black", "Indian") or "Asian" in name)
+
+    def share(k: int) -> dict:
+        return {"count": k, "share": k / n, "ci95": wilson(k, n)}
+
+    return {"n": n, "shares": {name: share(c) for name, c in zip(names, counts)}, "black_asian_indian": share(group)}
+
+
+def judge_in_chunks(judge, images: torch.Tensor, device, chunk: int = 256) -> torch.Tensor:
+    """The judge's predictions (n,) on the CPU of faces (n, 3, S, S) in [0, 1], `chunk` at a time."""
+    return torch.cat([judge.predict(images[s:s + chunk].to(device)).cpu() for s in range(0, len(images), chunk)]) \
+        if len(images) else torch.zeros(0, dtype=torch.long)
+
+
+def training_recipe(cfg: GeneratorReportConfig) -> dict:
+    """What the generator's checkpoint records of its training data: `data`, `split`, and where
+    present `data_shares`, `balance_races` (its meta, else the run config `export_generator` keeps);
+    {} for PULSE's weights, an untrained generator or a checkpoint that records none."""
+    from ..checkpoint import torch_load
+
+    if cfg.generator.random_init or cfg.generator.synthesis:
+        return {}
+    meta = torch_load(cfg.generator.checkpoint, "generator checkpoint").get("meta", {})
+    run = meta.get("run_config", {})
+    out = {k: meta.get(k, run.get(k)) for k in ("data", "split", "data_shares", "balance_races")}
+    return {k: v for k, v in out.items() if v is not None} if out["data"] else {}
+
+
+def training_race_shares(judge, recipe: dict, resolution: int, draws: int, device) -> dict:
+    """The judge's class shares over `draws` draws (seed 0, with replacement) from the generator's
+    training data as its training sampler draws them (`data.sampling.draw_weights`: `data_shares` (empty: in
+    proportion to size); each race equally often within a dataset with `balance_races`).
+    The datasets are read from the shared data ($IDPULSE_SHARED/data/<name>). {"skipped": why} when
+    the checkpoint records no data or a dataset cannot be read."""
+    from ..data import DATASETS, dataset
+    from ..data.sampling import draw_weights
+
+    if not recipe:
+        return {"skipped": "the generator's checkpoint records no training data"}
+    names = [n.strip() for n in recipe["data"].split(",") if n.strip()]
+    if any(n not in DATASETS for n in names):
+        return {"skipped": f"training data {recipe['data']!r} is not all registered datasets"}
+    try:
+        sets = [dataset(n, split=recipe.get("split", "train"), size=resolution, frame=None) for n in names]
+    except UserError as e:
+        return {"skipped": f"training data unavailable: {e}"}
+    if any(len(ds) == 0 for ds in sets):
+        return {"skipped": f"training data {recipe['data']!r} has an empty dataset here"}
+    shares = list(recipe.get("data_shares") or [])
+    weights = draw_weights(sets, shares, bool(recipe.get("balance_races")))
+    idx = torch.multinomial(weights, draws, replacement=True, generator=torch.Generator().manual_seed(0))
+    offsets = np.cumsum([0] + [len(ds) for ds in sets])
+    unique, inverse = torch.unique(idx, return_inverse=True)
+    images = []
+    for i in unique.tolist():
+        d = int(np.searchsorted(offsets, i, side="right")) - 1
+        images.append(sets[d][i - int(offsets[d])]["image"])
+    pred = judge_in_chunks(judge, torch.stack(images), device)[inverse]
+    return {**class_shares(pred, judge.names), "data": recipe["data"], "split": recipe.get("split", "train"),
+            "dataset_sizes": {n: len(ds) for n, ds in zip(names, sets)},
+            "data_shares": shares, "balance_races": bool(recipe.get("balance_races")),
+            "unique_images": len(unique)}
+
+
+def race_report(cfg: GeneratorReportConfig, samples: torch.Tensor, resolution: int, device) -> dict:
+    """The race judge's class shares of the samples and of the generator's training data."""
+    from .judges import load_judge
+
+    if len(samples) == 0 or not cfg.race_judge:
+        return {"skipped": "race_samples=0" if len(samples) == 0 else "no race_judge given"}
+    t0 = time.time()
+    judge, _ = load_judge(cfg.race_judge)
+    judge = judge.to(device)
+    out = {"judge": cfg.race_judge, "classes": judge.names, "samples": class_shares(judge_in_chunks(
+        judge, samples, device), judge.names)}
+    out["training_data"] = training_race_shares(judge, training_recipe(cfg), resolution, cfg.race_train_draws,
+                                                device) if cfg.race_train_draws else {"skipped": "race_train_draws=0"}
+    out["seconds"] = time.time() - t0
+    return out
+
+
 def render_markdown(r: dict) -> str:
     p = r["pulse"]
-    lines = [
-        "# Generator quality report", "",
-        f"Generator `{r['generator']}` ({r['resolution']} px) on {r['faces']} CelebA `{r['split']}` faces "
-        f"(identities never trained on); PULSE with {p['num_seeds']} seeds, {p['steps']} steps, "
-        f"eps {p['eps']:g}, on `{r['device']}`. A face is matched if some seed's L_DS <= eps.", "",
-        "| thumbnail | matched | success rate (95% CI) | mean final L2 (best seed) | time per face |",
-        "| --- | --- | --- | --- | --- |",
-    ]
+    lines = ["# Generator quality report", ""]
+    if r["sizes"]:
+        lines += [
+            f"Generator `{r['generator']}` ({r['resolution']} px) on {r['faces']} CelebA `{r['split']}` faces "
+            f"(identities never trained on); PULSE with {p['num_seeds']} seeds, {p['steps']} steps, "
+            f"eps {p['eps']:g}, on `{r['device']}`. A face is matched if some seed's L_DS <= eps.", "",
+            "| thumbnail | matched | success rate (95% CI) | mean final L2 (best seed) | time per face |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+    else:
+        lines.append(f"Generator `{r['generator']}` ({r['resolution']} px) on `{r['device']}`; no PULSE search "
+                     "(no thumbnail sizes).")
     for size, s in r["sizes"].items():
         lo, hi = s["success_ci95"]
         lines.append(f"| {size}x{size} | {s['matched']}/{s['faces']} | {100 * s['success_rate']:.1f}% "
                      f"({100 * lo:.1f}-{100 * hi:.1f}) | {s['mean_final_l2']:.2e} | {s['seconds_per_face']:.2f} s |")
-    lines += ["", "Random samples (`samples.png`):", "", "![samples](samples.png)", ""]
+    lines += ["", *fd_markdown(r["descriptor_fd"]), *race_markdown(r["race"])]
+    lines += [f"Random samples (`samples.png`, the first 64 of the measured ones, seed {r['sample_seed']}):", "",
+              "![samples](samples.png)", ""]
     for size in r["sizes"]:
         lines += [f"Held-out faces, their {size}x{size} thumbnails and PULSE's best result "
                   f"(`pulse_{size}px.png`):", "", f"![pulse {size}px](pulse_{size}px.png)", ""]
-    lines += ["The `pulse_*px.png` pictures show CelebA photos, so they stay on the machine that made them: "
-              "the repository commits no image of the shared data (`.gitignore`).", ""]
+    if r["sizes"]:
+        lines += ["The `pulse_*px.png` pictures show CelebA photos, so they stay on the machine that made them: "
+                  "the repository commits no image of the shared data (`.gitignore`).", ""]
     return "\n".join(lines)
+
+
+def fd_markdown(d: dict) -> list[str]:
+    """The descriptor FD's section of report.md."""
+    lines = ["## Fréchet distance of dlib face descriptors", ""]
+    if "skipped" in d:
+        return lines + [f"Skipped: {d['skipped']}.", ""]
+    ratio = f"{d['ratio']:.2f}x" if d["ratio"] is not None else "-"
+    return lines + [
+        f"Fréchet distance between Gaussians fitted to dlib's 128-D face descriptors of {d['faces']} random samples "
+        f"and of {d['faces']} held-out CelebA `{d['real_split']}` faces, beside the floor (the same distance between "
+        f"two disjoint sets of {d['faces']} held-out faces: sampling noise alone); lower is closer to real faces, "
+        "the issue's target a ratio <= 3.", "",
+        "| samples vs real | real vs real (floor) | ratio | faces per set |", "| --- | --- | --- | --- |",
+        f"| {d['samples_vs_real']:.4f} | {d['real_vs_real']:.4f} | {ratio} | {d['faces']} |", ""]
+
+
+def race_markdown(d: dict) -> list[str]:
+    """The race shares' section of report.md."""
+    lines = ["## Race shares of random samples", ""]
+    if "skipped" in d:
+        return lines + [f"Skipped: {d['skipped']}.", ""]
+    s, t = d["samples"], d["training_data"]
+
+    def cell(x: dict, name: str | None) -> str:  # name None: the Black, Asian or Indian group
+        if "skipped" in x:
+            return "-"
+        v = x["shares"][name] if name else x["black_asian_indian"]
+        return f"{100 * v['share']:.1f}% ({100 * v['ci95'][0]:.1f}-{100 * v['ci95'][1]:.1f})"
+
+    train = "skipped" if "skipped" in t else f"{t['n']} draws"
+    lines += [
+        f"Share of each class the race judge `{d['judge']}` gives {s['n']} random samples and draws from the "
+        f"generator's training data, with 95% Wilson intervals; the issue's target is >= 25% {BAI} among samples.", "",
+        f"| class | samples ({s['n']}) | training data ({train}) |", "| --- | --- | --- |"]
+    lines += [f"| {name or BAI} | {cell(s, name)} | {cell(t, name)} |" for name in [*d["classes"], None]]
+    if "skipped" in t:
+        return lines + ["", f"Training data skipped: {t['skipped']}.", ""]
+    sizes = ", ".join(f"{k} `{n}` images" for n, k in t["dataset_sizes"].items())
+    how = f"data_shares {t['data_shares']}" if t["data_shares"] else "in proportion to size"
+    return lines + ["", f"Training data: `{t['data']}` split `{t['split']}` ({sizes}), {t['n']} draws with "
+                    f"replacement ({t['unique_images']} distinct images) weighted as the GAN's sampler weights them "
+                    f"({how}{', races balanced within a dataset' if t['balance_races'] else ''}).", ""]

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from .. import distributed as dist_utils
 from ..checkpoint import all_rng_states, atomic_save, set_own_rng_state, torch_load
 from ..config import at_least, check_resume, to_dict, write_run_info
+from ..data.sampling import draw_weights
 from ..errors import UserError
 from ..generator.stylegan import Generator
 from ..generator.weights import save_generator
@@ -97,28 +98,6 @@ class TrainingImages:
     counts: dict  # entry of `data` -> number of images
 
 
-def _draw_weights(sets: list, shares: list[float], balance_races: bool) -> torch.Tensor:
-    """Per-image draw probabilities: each dataset's share spread over its images (equally, or
-    equally over its races with `balance_races`)."""
-    sizes = [len(ds) for ds in sets]
-    if shares and len(shares) != len(sets):
-        raise UserError(f"data_shares has {len(shares)} entries for {len(sets)} datasets in data")
-    if any(s < 0 for s in shares) or (shares and sum(shares) <= 0):
-        raise UserError("data_shares must be non-negative with a positive sum")
-    shares = [s / sum(shares) for s in shares] if shares else [n / sum(sizes) for n in sizes]
-    out = []
-    for ds, share in zip(sets, shares):
-        w = torch.full((len(ds),), share / len(ds), dtype=torch.float64)
-        if balance_races and "race" in ds.labels:
-            race = torch.as_tensor(ds.labels["race"])
-            counts = torch.bincount(race).double()
-            present = int((counts > 0).sum())
-            w = share / present / counts[race]
-        out.append(w)
-    w = torch.cat(out)
-    return w / w.sum()
-
-
 def load_training_images(cfg: GanTrainConfig) -> TrainingImages:
     """Every entry of `cfg.data` at the generator's resolution, framed where its crops need it."""
     from ..align import frame_coverage
@@ -135,7 +114,7 @@ def load_training_images(cfg: GanTrainConfig) -> TrainingImages:
             raise UserError(f"no training images found for data entry {name!r}")
     if not sets:
         raise UserError("data names no dataset")
-    weights = _draw_weights(sets, cfg.data_shares, cfg.balance_races)
+    weights = draw_weights(sets, cfg.data_shares, cfg.balance_races)
     images, masks, any_mask = [], [], False
     for ds in sets:
         images.append(ds.load_uint8(progress=dist_utils.is_main()))
@@ -378,7 +357,8 @@ def training_loop(cfg: GanTrainConfig) -> Path:
     if rank == 0 and not stopped_early:
         G_ema.cpu().fit_gaussian(cfg.gaussian_fit_samples)
         save_generator(G_ema, out, meta={"kimg": shown / 1000, "steps": step, "train_seconds": wall,
-                                         "data": cfg.data, "split": cfg.split, "device": str(device),
+                                         "data": cfg.data, "split": cfg.split, "data_shares": cfg.data_shares,
+                                         "balance_races": cfg.balance_races, "device": str(device),
                                          "world_size": world, "images": images.counts})
         print(f"saved {out} ({shown / 1000:.1f} kimg, {wall / 60:.1f} min of training)")
     elif rank == 0:
