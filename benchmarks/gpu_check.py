@@ -120,10 +120,10 @@ def phase_algorithm2(gen_overrides: list[str], data: dict, folder: Path, device,
     cfg = load_config(ExtractorTrainConfig, ROOT / "configs" / "extractor" / "f_paper_gpu.yaml", [
         f"--run_dir={folder / 'alg2'}", f"--device={device}", f"--data_root={data['data']}",
         f"--arc_root={data['ms1m']}", f"--race_root={data['fairface']}", *gen_overrides,
-        f"--model.width={args.width}", "--meta_epochs=2", "--steps_per_meta_epoch=2", "--batch_arc=4",
-        "--batch_siam=2", "--batch_race=2", "--batch_attr=2", "--threshold_pairs=8", "--data_threads=1",
-        "--lookalike.num_identities=2", f"--lookalike.steps={args.steps}", "--lookalike.batch=4",
-        "--lookalike.eps=10.0", f"--precision={args.precisions[-1]}"])
+        f"--model.width={args.width}", "--meta_epochs=2", "--steps_per_meta_epoch=2", "--batch.arc=4",
+        "--batch.siam=2", "--batch.race=2", "--batch.attr=2", "--threshold_pairs=8", "--data_threads=1",
+        "--lookalike.num_identities=2", f"--lookalike.pulse.steps={args.steps}", "--lookalike.batch=4",
+        "--lookalike.pulse.eps=10.0", f"--precision={args.precisions[-1]}"])
     reset_peak(device)
     t0 = time.perf_counter()
     out = training_loop(cfg)

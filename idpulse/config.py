@@ -118,6 +118,13 @@ def _build(cls: type[T], data: dict, prefix: str = "") -> T:
             raise ConfigError(f"config key '{prefix}{unknown[0]}' is gone: {moved}")
         raise ConfigError(f"unknown config key '{prefix}{unknown[0]}' (valid keys under "
                           f"'{prefix or '<top>'}': {', '.join(sorted(fields))})")
+    data = dict(data)
+    for k, v in data.items():  # a section set in part keeps the rest of its field's default, e.g. the
+        f = fields[k]          # tables' `pulse: PulseConfig(num_seeds=1)` under `--pulse.steps=50`
+        if isinstance(v, dict) and f.default_factory is not dataclasses.MISSING:
+            base = f.default_factory()
+            if dataclasses.is_dataclass(base):
+                data[k] = _merge(dataclasses.asdict(base), v)
     kwargs = {k: _check(hints[k], v, prefix + k) for k, v in data.items()}
     for k, v in kwargs.items():
         _check_bounds(fields[k], v, prefix + k)

@@ -69,3 +69,15 @@ def test_a_value_where_a_section_belongs_names_the_section_and_its_keys():
     """`--generator=PATH` where `generator:` is a section (as it became for the extractor's config)."""
     with pytest.raises(ConfigError, match=r"'inner' is a section, not a str: .*--inner.steps=.*steps, eps, layers"):
         load_config(Outer, None, ["--inner=fast"])
+
+
+def test_a_section_set_in_part_keeps_its_fields_default():
+    """`--pulse.steps=50` on the tables changes the steps only: the section's other values stay its
+    field's default (one start per face), not the section class's (four)."""
+    from idpulse.evaluation.tables import TablesConfig
+    from idpulse.training.extractor_loop import ExtractorTrainConfig
+
+    cfg = load_config(TablesConfig, None, ["--pulse.steps=50"])
+    assert (cfg.pulse.steps, cfg.pulse.num_seeds) == (50, 1)
+    cfg = load_config(ExtractorTrainConfig, None, ["--lookalike.pulse.eps=0.01", "--batch.siam=3"])
+    assert (cfg.lookalike.pulse.eps, cfg.lookalike.pulse.num_seeds, cfg.batch.siam, cfg.batch.arc) == (0.01, 1, 3, 64)

@@ -63,8 +63,9 @@ def test_a_size_below_its_minimum_is_an_error_naming_the_key(cls, key, low):
 
 def test_the_sizes_a_user_can_zero_are_bounded():
     keys = {k for _, k, _ in BOUNDED}
-    for must in ("batch_images", "pulse.steps", "pulse.num_seeds", "pulse.retries", "batch", "pulse.eps", "batch_arc",
-                 "lookalike.batch", "lookalike.steps", "meta_epochs", "steps_per_meta_epoch", "generator.resolution"):
+    for must in ("batch_images", "pulse.steps", "pulse.num_seeds", "pulse.retries", "batch", "pulse.eps", "batch.arc",
+                 "lookalike.batch", "lookalike.pulse.steps", "meta_epochs", "steps_per_meta_epoch",
+                 "generator.resolution"):
         assert must in keys, must
 
 
@@ -76,9 +77,9 @@ def test_dry_run_prints_the_resolved_config_and_exits(capsys):
 
     with pytest.raises(SystemExit) as e:
         load_config(ExtractorTrainConfig, CONFIGS / "extractor" / "f_cpu.yaml",
-                    ["--dry-run", "--lookalike.steps=7"])
+                    ["--dry-run", "--lookalike.pulse.steps=7"])
     assert e.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["lookalike"]["steps"] == 7 and printed["run_dir"] == "runs/extractor_f"  # file <- override
+    assert printed["lookalike"]["pulse"]["steps"] == 7 and printed["run_dir"] == "runs/extractor_f"  # file <- override
     with pytest.raises(Exception, match="no_such_key"):  # a bad key is still an error, not a dry run
         load_config(ExtractorTrainConfig, None, ["--dry-run", "--no_such_key=1"])

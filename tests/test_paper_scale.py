@@ -34,8 +34,9 @@ def test_algorithm2_paper_config_at_toy_size(paper_data):
         f"--run_dir={run}", "--device=cpu", f"--data_root={d['data']}", f"--arc_root={d['ms1m']}",
         f"--race_root={d['fairface']}", f"--generator.synthesis={d['synthesis']}", "--generator.mapping=",
         "--generator.fit_samples=1000", "--model.width=0.0625", "--meta_epochs=2", "--steps_per_meta_epoch=2",
-        "--batch_arc=4", "--batch_siam=2", "--batch_race=2", "--batch_attr=2", "--threshold_pairs=8",
-        "--lookalike.num_identities=2", "--lookalike.steps=2", "--lookalike.batch=4", "--lookalike.eps=10.0",
+        "--batch.arc=4", "--batch.siam=2", "--batch.race=2", "--batch.attr=2", "--threshold_pairs=8",
+        "--lookalike.num_identities=2", "--lookalike.pulse.steps=2", "--lookalike.batch=4",
+        "--lookalike.pulse.eps=10.0",
         "--data_threads=1"])
     assert (cfg.arc_data, cfg.race_data, cfg.lookalike.thumbnail_size, cfg.lookalike.align) == \
         ("recordio", "fairface", 32, "detected")

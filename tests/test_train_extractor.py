@@ -39,10 +39,10 @@ def tiny_generator(path: Path) -> Path:
 def args(data: Path, gen: Path, run: Path, steps: int = 6) -> list[str]:
     return [str(ROOT / "scripts" / "train_extractor.py"), f"--data_root={data}", f"--generator.checkpoint={gen}",
             f"--run_dir={run}", "--device=cpu", "--model.width=0.125", "--meta_epochs=2",
-            f"--steps_per_meta_epoch={steps}", "--batch_arc=4", "--batch_siam=2", "--batch_race=2", "--batch_attr=2",
+            f"--steps_per_meta_epoch={steps}", "--batch.arc=4", "--batch.siam=2", "--batch.race=2", "--batch.attr=2",
             "--lr=0.01", "--threshold_pairs=8", "--checkpoint_every=1", "--lookalike.num_identities=3",
-            "--lookalike.thumbnail_size=4", "--lookalike.steps=2", "--lookalike.batch=2",
-            "--lookalike.eps=1.0"]  # every 2-step search of the random generator "matches": all are lookalikes
+            "--lookalike.thumbnail_size=4", "--lookalike.pulse.steps=2", "--lookalike.batch=2",
+            "--lookalike.pulse.eps=1.0"]  # every 2-step search of the random generator "matches": all are lookalikes
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +176,7 @@ def test_only_results_within_eps_are_lookalikes(tmp_path):
     f is frozen while it steers the L_sim searches and handed back to training as it was."""
     from idpulse.align import FixedAlign
     from idpulse.extractor import FaceExtractor
+    from idpulse.pulse.config import PulseConfig
     from idpulse.training.extractor_data import load_siam
     from idpulse.training.lookalike import LookalikeConfig, build_lookalikes
 
@@ -185,7 +186,8 @@ def test_only_results_within_eps_are_lookalikes(tmp_path):
     f = FaceExtractor(width=0.125).train()
     flags = [q.requires_grad for q in f.parameters()]  # (insightface's feature BN keeps its scale frozen)
     pairs = [(0, 1), (2, 3)]
-    impossible = LookalikeConfig(thumbnail_size=4, steps=2, eps=1e-12, batch=3, retries=1)
+    impossible = LookalikeConfig(thumbnail_size=4, batch=3,
+                                 pulse=PulseConfig(num_seeds=1, steps=2, eps=1e-12, retries=1))
     recs = build_lookalikes(tmp_path / "lookalikes" / "meta1", G, _faces(), pairs, impossible, extractor=f,
                             align=FixedAlign(16))
     assert len(recs) == 8 and not any(r["success"] for r in recs)
@@ -193,7 +195,7 @@ def test_only_results_within_eps_are_lookalikes(tmp_path):
     assert f.training and [q.requires_grad for q in f.parameters()] == flags and any(flags)
     assert all(q.grad is None for q in f.parameters())  # frozen while searching: no weight gradients
     assert load_siam(tmp_path, 1, G.resolution, "cpu") is None  # no lookalike at all
-    easy = LookalikeConfig(thumbnail_size=4, steps=2, eps=1.0, batch=3, retries=1)
+    easy = LookalikeConfig(thumbnail_size=4, pulse=PulseConfig(num_seeds=1, steps=2, eps=1.0, retries=1), batch=3)
     recs = build_lookalikes(tmp_path / "lookalikes" / "meta2", G, _faces(), pairs, easy)
     assert all(r["success"] and r["attempts"] == 1 and r["start"] == 0 for r in recs)
     siam = load_siam(tmp_path, 2, G.resolution, "cpu")
@@ -201,13 +203,14 @@ def test_only_results_within_eps_are_lookalikes(tmp_path):
 
 
 def test_a_lookalikes_start_follows_its_source_not_its_chunk(tmp_path):
+    from idpulse.pulse.config import PulseConfig
     from idpulse.training.lookalike import LookalikeConfig, build_lookalikes
 
     torch.manual_seed(0)
     G = Generator(resolution=16, fmap_base=32, fmap_max=16, mapping_layers=2)
     G.fit_gaussian(1000)
     faces = _faces()
-    cfg = LookalikeConfig(thumbnail_size=4, steps=2, eps=1.0, retries=0)
+    cfg = LookalikeConfig(thumbnail_size=4, pulse=PulseConfig(num_seeds=1, steps=2, eps=1.0, retries=0))
     a = build_lookalikes(tmp_path / "a", G, faces, [(0, 1), (2, 3)], dataclasses.replace(cfg, batch=4))
     b = build_lookalikes(tmp_path / "b", G, faces, [(2, 3), (0, 1)], dataclasses.replace(cfg, batch=1))
     loss_a = {r["source"]: r["ds_loss"] for r in a}
@@ -245,7 +248,7 @@ def test_resuming_with_other_data_settings_or_a_truncated_state_is_one_line(setu
 
 def test_non_positive_sizes_are_config_errors(setup):
     data, gen, d = setup
-    for bad in ("--batch_arc=0", "--lookalike.batch=0", "--meta_epochs=0", "--lookalike.retries=-1"):
+    for bad in ("--batch.arc=0", "--lookalike.batch=0", "--meta_epochs=0", "--lookalike.pulse.retries=-1"):
         r = _cli(*args(data, gen, d / "bad"), bad)
         err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
         name = bad[2:].split("=")[0]

@@ -18,7 +18,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from torch import nn
@@ -53,6 +53,29 @@ class ExtractorModelConfig:
 
 
 @dataclass
+class ExtractorBatches:
+    """Each loss's part of one step's mixed mini-batch (Eq. 10)."""
+
+    arc: int = at_least(1, 64)  # identity-labelled faces (L_arc)
+    siam: int = at_least(1, 16)  # lookalike pairs (L_siam)
+    race: int = at_least(1, 32)
+    attr: int = at_least(1, 32)
+
+
+@dataclass
+class LossWeights:
+    """Eq. 10's weights: L = L_arc + siam * L_siam + race * L_race + attr * L_attr."""
+
+    siam: float = 0.2
+    race: float = 0.2
+    attr: float = 0.2
+
+
+_GROUPED = {f"batch_{k}": f"use batch.{k} (the batch sizes are one section)" for k in ("arc", "siam", "race", "attr")}
+_GROUPED |= {f"l_{k}": f"use loss_weights.{k} (Eq. 10's weights are one section)" for k in ("siam", "race", "attr")}
+
+
+@dataclass
 class ExtractorTrainConfig:
     run_dir: str = "runs/extractor"
     device: str = "auto"
@@ -80,13 +103,8 @@ class ExtractorTrainConfig:
     use_attr: bool = True
     meta_epochs: int = at_least(1, 5)
     steps_per_meta_epoch: int = at_least(1, 1000)
-    batch_arc: int = at_least(1, 64)
-    batch_siam: int = at_least(1, 16)  # lookalike pairs per step
-    batch_race: int = at_least(1, 32)
-    batch_attr: int = at_least(1, 32)
-    l_siam: float = 0.2
-    l_race: float = 0.2
-    l_attr: float = 0.2
+    batch: ExtractorBatches = field(default_factory=lambda: ExtractorBatches())
+    loss_weights: LossWeights = field(default_factory=lambda: LossWeights())
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -103,6 +121,7 @@ class ExtractorTrainConfig:
     checkpoint_every: int = at_least(1, 100)
     log_every: int = at_least(1, 10)
     lookalike: LookalikeConfig = field(default_factory=LookalikeConfig)
+    MOVED: ClassVar[dict[str, str]] = _GROUPED
 
 
 # settings a resumed run may change: where it runs, how often it logs and saves, its decoding threads
@@ -310,18 +329,18 @@ def mixed_batch(cfg: ExtractorTrainConfig, data: TrainingData, arc_batch, siam, 
     """Algorithm 1's mixed mini-batch: ArcFace faces and identities, race faces, attribute faces
     and labels, and (with lookalikes) L_siam's pairs (x, G_x), (x', G_x'). Rows are drawn from
     torch's global RNG in this order, so a resumed run draws the same batches."""
-    x, y = arc_batch(cfg.batch_arc)
+    x, y = arc_batch(cfg.batch.arc)
     batch = {"arc_x": _f32(x, device), "arc_y": y.to(device)}
     if cfg.use_race:
-        j = torch.randint(len(data.race_y), (cfg.batch_race,))
+        j = torch.randint(len(data.race_y), (cfg.batch.race,))
         batch["race_x"], batch["race_y"] = _f32(data.race_src[j], device), data.race_y[j].to(device)
     if cfg.use_attr:
-        q = torch.randint(len(data.attr_idx), (cfg.batch_attr,))
+        q = torch.randint(len(data.attr_idx), (cfg.batch.attr,))
         a = data.attr_y[q]  # (b, 40) in {0, 1}, -1 unknown
         batch["attr_x"] = _f32(data.arc_src[data.attr_idx[q]], device)
         batch["attr_y"], batch["attr_m"] = a.clamp_min(0).to(device), (a >= 0).to(device)
     if cfg.use_siam and siam is not None:
-        p = torch.randint(len(siam[0]), (cfg.batch_siam,))
+        p = torch.randint(len(siam[0]), (cfg.batch.siam,))
         batch["siam_x"] = _f32(data.arc_src[siam[0][p]], device)
         batch["siam_x2"] = _f32(data.arc_src[siam[1][p]], device)
         batch["siam_gx"], batch["siam_gx2"] = siam[2][p].to(device), siam[3][p].to(device)
@@ -333,7 +352,8 @@ def mixed_batch(cfg: ExtractorTrainConfig, data: TrainingData, arc_batch, siam, 
 def eq10_step(cfg: ExtractorTrainConfig, net, net_ddp, opt, sched, scaler, batch: dict, theta_thr: float):
     """One SGD step on Eq. 10, `L_arc + l_s L_siam + l_r L_race + l_a L_attr`; -> (terms, loss)."""
     terms = net_ddp(batch, theta_thr, cfg.temperature)
-    weights = {"arc": 1.0, "siam": cfg.l_siam, "race": cfg.l_race, "attr": cfg.l_attr}
+    w = cfg.loss_weights
+    weights = {"arc": 1.0, "siam": w.siam, "race": w.race, "attr": w.attr}
     loss = sum(weights[k] * v for k, v in terms.items())  # Eq. 10
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()

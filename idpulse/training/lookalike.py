@@ -15,27 +15,30 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
 from .. import distributed as dist_utils
 from ..align import align_afresh
 from ..config import at_least
+from ..errors import UserError
 from ..imageio import save_png
 from ..pulse import downscale
+from ..pulse.config import PulseConfig
 
 
 @dataclass
 class LookalikeConfig:
     num_identities: int = at_least(1, 500)  # identities per meta-epoch (two images each)
     thumbnail_size: int = at_least(1, 8)
-    steps: int = at_least(1, 100)
-    eps: float = at_least(0, 2e-3)  # only results within eps are lookalikes
+    # the search (`pulse_search`'s settings, the same section as upscaling's and the tables'): one
+    # start per image; only results within pulse.eps are lookalikes; pulse.retries fresh starts for
+    # a search outside eps; pulse.seed is added to the meta-epoch's seed
+    pulse: PulseConfig = field(default_factory=lambda: PulseConfig(num_seeds=1))
     batch: int = at_least(1, 16)  # images searched together
-    retries: int = at_least(0, 2)  # a search outside eps is run again from fresh starts, up to this often
     sim_weight: float = 5.0  # weight of L_sim for the hard negatives (meta-epoch >= 2)
     # how generated faces are aligned into f's frame, for L_sim while searching and for the stored
     # lookalikes L_siam reads (their landmarks go into the manifest): fixed for generators in the
@@ -43,7 +46,8 @@ class LookalikeConfig:
     align: Literal["auto", "fixed", "detected"] = "auto"
     detect_every: int = at_least(1, 10)  # detected: landmarks refreshed every that many search steps
     detect_size: int = at_least(24, 256)  # detected: MTCNN looks at a copy this large
-    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: the searches' network passes under autocast
+    MOVED: ClassVar[dict[str, str]] = {k: f"use lookalike.pulse.{k} (the search's settings are one section, as in "
+                                          "upscaling and the tables)" for k in ("steps", "eps", "retries", "precision")}
 
 
 def result_landmarks(align: torch.nn.Module, images: torch.Tensor) -> list[list[list[float]] | None]:
@@ -100,6 +104,8 @@ def build_lookalikes(folder: str | Path, G, faces, pairs: list[tuple[int, int]],
     weight gradients) and its training flags are restored afterwards. `seed` is the run seed of the
     starts. Returns the records (all ranks) when done; only those with `success` are lookalikes.
     """
+    if cfg.pulse.num_seeds != 1:
+        raise UserError(f"lookalike.pulse.num_seeds must be 1 (one lookalike per image), got {cfg.pulse.num_seeds}")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rank, world = dist_utils.rank(), dist_utils.world_size()
@@ -146,8 +152,8 @@ def _search_kind(folder: Path, mpath: Path, records: list[dict], G, faces, pairs
             sim = ControlConfig(sim_weight=cfg.sim_weight, sim_max=float("inf"))
             ctl = Controls(extractor, align, sim, targets=align_afresh(align, src), per_image=True)
         keys = [f"source-{pairs[i // 2][i % 2]}" for i in chunk]  # the same start in any chunk or rank
-        res, ok, starts = controlled_search(G, thumbs, ctl, keys=keys, retries=cfg.retries, seed=seed,
-                                            steps=cfg.steps, eps=cfg.eps, precision=cfg.precision)
+        search = cfg.pulse.search_kwargs() | {"seed": seed + cfg.pulse.seed}
+        res, ok, starts = controlled_search(G, thumbs, ctl, keys=keys, retries=cfg.pulse.retries, **search)
         marks = result_landmarks(align, res.images[:, 0]) if align is not None else [None] * len(chunk)
         for j, i in enumerate(chunk):
             name = f"{i:06d}_{kind}.png"
@@ -156,7 +162,7 @@ def _search_kind(folder: Path, mpath: Path, records: list[dict], G, faces, pairs
             records.append({"item": i, "pair": i // 2, "side": i % 2, "source": pairs[i // 2][i % 2],
                             "kind": kind, "file": name, "ds_loss": float(res.ds_loss[j, 0]),
                             "success": bool(ok[j, 0]), "start": k,
-                            "attempts": k + 1 if bool(ok[j, 0]) else cfg.retries + 1,
+                            "attempts": k + 1 if bool(ok[j, 0]) else cfg.pulse.retries + 1,
                             "landmarks": marks[j]})  # (5, 2) in the image's px; None: no face found
         _write_manifest(mpath, records)  # images first, then the manifest: no dangling records
         if bar is not None:
