@@ -7,7 +7,9 @@ and with `gan.enabled` a third, (3) DICGAN: the trained DIC fine-tuned with a fe
 loss against a discriminator (`dicgan.py`), after stage 2 or from a trained dic.pt (`gan.init`).
 LR inputs are PULSE's own bicubic thumbnails of the HR faces (`idpulse.pulse.downsample.downscale`).
 
-`training_loop(cfg)` is the whole job; `scripts/train_dic.py` only parses and calls it. The run
+`training_loop(cfg)` is the whole job; `scripts/train_dic.py` only parses and calls it. It reads as
+named phases: setup (`build_state`, then `resume` or `start_from_dic`, then `_open_run`), the three
+stages (`dic_stages.py`: `pretrain_hourglass`, `train_dic`, `train_dicgan`), and `_export`. The run
 folder holds `state.pt` (stage, iteration, model, optimiser, scheduler, RNG; written atomically),
 `config.yaml`, `run.yaml`, TensorBoard logs in `tb/`, and at the end `dic.pt` (`idpulse.dic.load_dic`).
 """
@@ -18,21 +20,21 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .. import distributed as dist_utils
 from ..checkpoint import all_rng_states, atomic_save, set_own_rng_state, torch_load
 from ..config import ConfigError, at_least, check_resume, to_dict, write_run_info
 from ..dic.config import DICConfig, DICDataConfig, DICLandmarksConfig
-from ..dic.model import DIC, DICOutput, dic_loss, gt_heatmaps
+from ..dic.model import DIC, gt_heatmaps
 from ..dic.weights import save_dic
 from ..errors import UserError
 from ..precision import uses_bf16
-from .dicgan import DICGANConfig, FeatureNet, build_discriminator, discriminator_loss, generator_loss
+from .dic_stages import pretrain_hourglass, train_dic, train_dicgan
+from .dicgan import DICGANConfig, DICGANTrainer
 
 STAGES = ("hourglass", "dic", "dicgan")
 
@@ -98,67 +100,128 @@ def _load_data(cfg: DICTrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
     return images, lms
 
 
-def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
-    for g in opt.param_groups:
-        g["lr"] = lr
+# ---- setup: the networks, their optimisers and schedules, resume ----
+
+@dataclass
+class DICState:
+    """Everything a run trains and resumes: the DIC, its two Adams (stage 1's on the hourglass alone,
+    stage 2's on the whole DIC) and stage 2's schedule, DICGAN's parts, and the counters."""
+
+    model: DIC
+    opt_hg: torch.optim.Optimizer
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.MultiStepLR
+    gan: DICGANTrainer | None  # stage 3's D, F, optimisers and schedules (gan.enabled)
+    stage: int = 0  # index into STAGES
+    it: int = 0  # iterations done within the stage
+    wall: float = 0.0  # seconds spent in training steps, all stages
+
+    def state_dict(self, cfg: DICTrainConfig, device: torch.device, world: int) -> dict:
+        """state.pt's contents; under torchrun a collective (every rank's RNG states are gathered)."""
+        st = {"model": self.model.state_dict(), "opt_hg": self.opt_hg.state_dict(), "opt": self.opt.state_dict(),
+              "sched": self.sched.state_dict(), "stage": STAGES[self.stage], "iteration": self.it, "wall": self.wall,
+              "config": to_dict(cfg)}
+        if self.gan is not None:
+            st["gan"] = self.gan.state_dict()
+        st["rng"] = all_rng_states(device, world)
+        return st
 
 
-def training_loop(cfg: DICTrainConfig) -> Path:
-    """Trains (or resumes) in `cfg.run_dir`; returns the path of the exported `dic.pt`."""
-    from tqdm import tqdm
-
-    from ..pulse.downsample import downscale
-
+def _check_config(cfg: DICTrainConfig) -> None:
+    """The config errors found before anything starts (gan.milestones are checked by DICGANTrainer)."""
     cfg.model.check()
     if sorted(cfg.milestones) != cfg.milestones or any(m < 1 for m in cfg.milestones):
         raise ConfigError(f"config key 'milestones' must be increasing positive iterations, got {cfg.milestones}")
-    device = dist_utils.init_training(cfg.device, cfg.threads)
-    rank, world = dist_utils.rank(), dist_utils.world_size()
-    use_bf16 = uses_bf16(cfg.precision, device)
-    run = Path(cfg.run_dir)
-    state_path = run / "state.pt"
 
+
+def build_state(cfg: DICTrainConfig, device: torch.device, rank: int) -> DICState:
+    """This rank's seeded RNG streams, then a fresh DIC (its initial weights are the seed's), the
+    Adams and stage 2's MultiStepLR, and with gan.enabled DICGAN's parts."""
     torch.manual_seed(cfg.seed + rank)
     np.random.seed(cfg.seed + rank)
     random.seed(cfg.seed + rank)
     model = DIC(cfg.model).to(device)
-    hg = model.hourglass
-    opt_hg = torch.optim.Adam(hg.parameters(), lr=cfg.hg_lr)
+    opt_hg = torch.optim.Adam(model.hourglass.parameters(), lr=cfg.hg_lr)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg.milestones, gamma=cfg.lr_gamma)
-    stage, it, wall = 0, 0, 0.0  # stage index into STAGES; `it` counts iterations within the stage
     gan = None
     if cfg.gan.enabled:
         with torch.random.fork_rng(devices=[]):  # D's init must not move the stream stages 1-2 draw from
-            gan = _GAN(cfg, model, device)
-    if state_path.is_file():
-        st = torch_load(state_path, "training state")
-        # a state saved before DICGAN existed was a run without it
-        check_resume({"gan": to_dict(DICGANConfig()), **st["config"]}, cfg, state_path, RESUMABLE_CHANGES)
-        model.load_state_dict(st["model"])
-        if gan is not None and "gan" in st:
-            gan.load_state_dict(st["gan"])
-        opt_hg.load_state_dict(st["opt_hg"])
-        opt.load_state_dict(st["opt"])
-        sched.load_state_dict(st["sched"])
-        stage, it, wall = STAGES.index(st["stage"]), st["iteration"], st["wall"]
-        set_own_rng_state(st["rng"], rank, device)
-        if rank == 0:
-            print(f"resuming {run} in stage {st['stage']} at iteration {it}")
-    elif gan is not None and cfg.gan.init:  # DICGAN from a trained DIC: stages 1-2 were that DIC's
-        from ..dic.weights import load_dic
+            gan = DICGANTrainer(cfg.gan, model, cfg.model.hr_size, cfg.heatmap_weight, device)
+    return DICState(model, opt_hg, opt, sched, gan)
 
-        init = load_dic(cfg.gan.init)
-        if init.cfg != cfg.model:
-            raise ConfigError(f"gan.init {cfg.gan.init} is a DIC of other sizes than this config's model section "
-                              f"({init.cfg} against {cfg.model}): give the config it was trained with")
-        model.load_state_dict(init.state_dict())
-        stage = 2
-    if world > 1:  # one set of weights on every rank (ranks draw their own batches)
-        dist_utils.broadcast_module(model)
-        if gan is not None:
-            dist_utils.broadcast_module(gan.D)
 
+def resume(st: DICState, state_path: Path, cfg: DICTrainConfig, rank: int, device: torch.device) -> None:
+    """Loads `state.pt` into `st` exactly (weights, optimisers, schedules, stage and iteration, this
+    rank's RNG states); settings other than RESUMABLE_CHANGES must match the saved run's."""
+    saved = torch_load(state_path, "training state")
+    # a state saved before DICGAN existed was a run without it
+    check_resume({"gan": to_dict(DICGANConfig()), **saved["config"]}, cfg, state_path, RESUMABLE_CHANGES)
+    st.model.load_state_dict(saved["model"])
+    if st.gan is not None and "gan" in saved:
+        st.gan.load_state_dict(saved["gan"])
+    st.opt_hg.load_state_dict(saved["opt_hg"])
+    st.opt.load_state_dict(saved["opt"])
+    st.sched.load_state_dict(saved["sched"])
+    st.stage, st.it, st.wall = STAGES.index(saved["stage"]), saved["iteration"], saved["wall"]
+    set_own_rng_state(saved["rng"], rank, device)
+
+
+def start_from_dic(st: DICState, cfg: DICTrainConfig) -> None:
+    """DICGAN from a trained DIC (`gan.init`): its weights in `st.model`, and stages 1-2 counted as
+    that DIC's, so the run goes straight to stage 3."""
+    from ..dic.weights import load_dic
+
+    init = load_dic(cfg.gan.init)
+    if init.cfg != cfg.model:
+        raise ConfigError(f"gan.init {cfg.gan.init} is a DIC of other sizes than this config's model section "
+                          f"({init.cfg} against {cfg.model}): give the config it was trained with")
+    st.model.load_state_dict(init.state_dict())
+    st.stage = 2
+
+
+@dataclass
+class DICRun:
+    """What every stage reads: the config, where this rank runs, the training data and the run's outputs."""
+
+    cfg: DICTrainConfig
+    device: torch.device
+    rank: int
+    world: int
+    state_path: Path
+    images: torch.Tensor  # (N, 3, HR, HR) uint8
+    landmarks: torch.Tensor  # (N, 68, 2) float32, HR pixels (x, y)
+    writer: Any  # TensorBoard's SummaryWriter on rank 0, None on the others
+    autocast: torch.autocast  # bf16 on CUDA (precision auto), else disabled: the forward passes only
+    t_start: float  # time.time() when training began, for max_minutes
+
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch drawn from torch's global RNG (the only draw per iteration: a resumed run draws the
+        same ones): HR faces (B, 3, HR, HR) in [0, 1] and their heatmaps (B, 68, HR/4, HR/4)."""
+        idx = torch.randint(0, self.images.shape[0], (self.cfg.batch,))
+        hr = self.images[idx].to(self.device).float() / 255.0
+        heat = gt_heatmaps(self.landmarks[idx].to(self.device), self.cfg.model.hr_size // 4, self.cfg.data.sigma)
+        return hr, heat
+
+    def save(self, st: DICState) -> None:
+        """state.pt, written atomically by rank 0 (every rank joins the RNG gather)."""
+        saved = st.state_dict(self.cfg, self.device, self.world)
+        if self.rank == 0:
+            atomic_save(saved, self.state_path)
+
+    def timed_out(self) -> bool:
+        """max_minutes reached? Rank 0 decides, so all ranks stop at the same iteration."""
+        timed_out = self.cfg.max_minutes > 0 and time.time() - self.t_start > self.cfg.max_minutes * 60
+        if self.world > 1 and self.cfg.max_minutes > 0:
+            flag = torch.tensor([float(timed_out)], device=self.device)
+            torch.distributed.broadcast(flag, 0)
+            timed_out = bool(flag.item())
+        return timed_out
+
+
+def _open_run(cfg: DICTrainConfig, device: torch.device, rank: int, world: int, run: Path) -> DICRun:
+    """The training faces and landmarks, and on rank 0 the run folder's config.yaml/run.yaml and a
+    TensorBoard writer; the max_minutes clock starts here."""
     images, landmarks = _load_data(cfg)
     writer = None
     if rank == 0:
@@ -166,200 +229,67 @@ def training_loop(cfg: DICTrainConfig) -> Path:
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(str(run / "tb"))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
-    hm_size = cfg.model.hr_size // 4
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(cfg.precision, device))
+    return DICRun(cfg, device, rank, world, run / "state.pt", images, landmarks, writer, autocast, time.time())
 
-    def batch():
-        idx = torch.randint(0, images.shape[0], (cfg.batch,))
-        hr = images[idx].to(device).float() / 255.0  # (B, 3, HR, HR) in [0, 1]
-        heat = gt_heatmaps(landmarks[idx].to(device), hm_size, cfg.data.sigma)  # (B, 68, HR/4, HR/4)
-        return hr, heat
 
-    def save_state():
-        st = {"model": model.state_dict(), "opt_hg": opt_hg.state_dict(), "opt": opt.state_dict(),
-              "sched": sched.state_dict(), "stage": STAGES[stage], "iteration": it, "wall": wall,
-              "config": to_dict(cfg)}
-        if gan is not None:
-            st["gan"] = gan.state_dict()
-        st["rng"] = all_rng_states(device, world)
+# ---- the job ----
+
+def training_loop(cfg: DICTrainConfig) -> Path:
+    """Trains (or resumes) in `cfg.run_dir`; returns the path of the exported `dic.pt`."""
+    # setup: a fresh state (seeded), then state.pt's, or gan.init's DIC, over it
+    _check_config(cfg)
+    device = dist_utils.init_training(cfg.device, cfg.threads)
+    rank, world = dist_utils.rank(), dist_utils.world_size()
+    run = Path(cfg.run_dir)
+    state_path = run / "state.pt"
+    st = build_state(cfg, device, rank)
+    if state_path.is_file():
+        resume(st, state_path, cfg, rank, device)
         if rank == 0:
-            atomic_save(st, state_path)
+            print(f"resuming {run} in stage {STAGES[st.stage]} at iteration {st.it}")
+    elif st.gan is not None and cfg.gan.init:
+        start_from_dic(st, cfg)
+    if world > 1:  # one set of weights on every rank (ranks draw their own batches)
+        dist_utils.broadcast_module(st.model)
+        if st.gan is not None:
+            dist_utils.broadcast_module(st.gan.D)
+    r = _open_run(cfg, device, rank, world, run)
 
-    def stop_now() -> bool:
-        timed_out = cfg.max_minutes > 0 and time.time() - t_start > cfg.max_minutes * 60
-        if world > 1 and cfg.max_minutes > 0:  # rank 0 decides, so all ranks stop at the same iteration
-            flag = torch.tensor([float(timed_out)], device=device)
-            torch.distributed.broadcast(flag, 0)
-            timed_out = bool(flag.item())
-        return timed_out
-
-    t_start = time.time()
+    # the stages in turn, from the one the state is in; one stopped by max_minutes leaves the rest to a rerun
     stopped_early = False
-    # --- stage 1: the feedback hourglass on HR faces, T passes feeding its hidden state back as in DIC ---
-    if stage == 0:
-        model.train()
-        bar = tqdm(total=cfg.hg_iterations, initial=it, unit="it", desc="pretrain hourglass", disable=rank != 0,
-                   dynamic_ncols=True)
-        while stage == 0:
-            if it >= cfg.hg_iterations:  # nothing (left) to pretrain
-                stage, it = 1, 0
-                break
-            t0 = time.time()
-            hr, heat = batch()
-            hidden, loss = None, 0.0
-            with autocast:
-                for _ in range(cfg.model.steps):
-                    pred, hidden = model.landmarks(hr, hidden)  # (B, 68, HR/4, HR/4)
-                    loss = loss + F.mse_loss(pred.float(), heat)
-            opt_hg.zero_grad(set_to_none=True)
-            loss.backward()
-            dist_utils.average_gradients(hg)
-            opt_hg.step()
-            it += 1
-            wall += time.time() - t0
-            bar.update(1)
-            if rank == 0 and it % cfg.log_every == 0:
-                writer.add_scalar("pretrain/heatmap_mse", loss.item() / cfg.model.steps, it)
-                bar.set_postfix(mse=f"{loss.item() / cfg.model.steps:.4g}")
-            stop = stop_now()
-            done = it >= cfg.hg_iterations
-            if done:
-                stage, it = 1, 0  # the checkpoint below resumes at the start of stage 2
-            if done or stop or it % cfg.checkpoint_every == 0:
-                save_state()
-            if stop and not done:
-                stopped_early = True
-                break
-        bar.close()
-    # --- stage 2: DIC under the paper's loss (dic_loss): sum_t L1(SR_t, HR) + 0.1 MSE(L_t, L_GT) ---
-    if not stopped_early and stage == 1:
-        model.train()
-        bar = tqdm(total=cfg.iterations, initial=min(it, cfg.iterations), unit="it", desc="train DIC",
-                   disable=rank != 0, dynamic_ncols=True)
-        while it < cfg.iterations:
-            t0 = time.time()
-            frozen = it < cfg.freeze_hourglass
-            hg.requires_grad_(not frozen)  # frozen: no gradients, so Adam leaves its weights as they are
-            hr, heat = batch()
-            lr_img = downscale(hr, cfg.model.lr_size)  # (B, 3, lr, lr): PULSE's bicubic thumbnails
-            with autocast:
-                out = model(lr_img)
-            out = DICOutput([s.float() for s in out.sr], [h.float() for h in out.heatmaps])
-            loss = dic_loss(out, hr, heat, cfg.heatmap_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            dist_utils.average_gradients(model)
-            opt.step()
-            sched.step()
-            it += 1
-            wall += time.time() - t0
-            bar.update(1)
-            if rank == 0 and it % cfg.log_every == 0:
-                with torch.no_grad():
-                    l1 = F.l1_loss(out.sr[-1], hr).item()
-                    mse = F.mse_loss(out.heatmaps[-1], heat).item()
-                writer.add_scalar("dic/loss", loss.item(), it)
-                writer.add_scalar("dic/l1_last_step", l1, it)
-                writer.add_scalar("dic/heatmap_mse_last_step", mse, it)
-                writer.add_scalar("dic/lr", opt.param_groups[0]["lr"], it)
-                bar.set_postfix(loss=f"{loss.item():.4g}", l1=f"{l1:.4g}")
-            stop = stop_now()
-            if it % cfg.checkpoint_every == 0 or it >= cfg.iterations or stop:
-                save_state()
-            if stop and it < cfg.iterations:
-                stopped_early = True
-                break
-        bar.close()
-        hg.requires_grad_(True)
-    # --- stage 3 (gan.enabled): DICGAN, dic_loss + feature loss + GAN loss (dicgan.py) ---
-    if not stopped_early and gan is not None:
-        if stage == 1:  # stage 2 is done
-            stage, it = 2, 0
-        model.train()
-        hg.requires_grad_(cfg.gan.train_hourglass)
-        bar = tqdm(total=cfg.gan.iterations, initial=min(it, cfg.gan.iterations), unit="it", desc="train DICGAN",
-                   disable=rank != 0, dynamic_ncols=True)
-        while it < cfg.gan.iterations:
-            t0 = time.time()
-            hr, heat = batch()
-            parts = gan.step(hr, heat, downscale(hr, cfg.model.lr_size), autocast)
-            it += 1
-            wall += time.time() - t0
-            bar.update(1)
-            if rank == 0 and it % cfg.log_every == 0:
-                for k, v in parts.items():
-                    writer.add_scalar(f"dicgan/{k}", v, it)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in parts.items()})
-            stop = stop_now()
-            if it % cfg.checkpoint_every == 0 or it >= cfg.gan.iterations or stop:
-                save_state()
-            if stop and it < cfg.gan.iterations:
-                stopped_early = True
-                break
-        bar.close()
-        hg.requires_grad_(True)
+    if st.stage == 0:
+        stopped_early = pretrain_hourglass(r, st)
+    if not stopped_early and st.stage == 1:
+        stopped_early = train_dic(r, st)
+    if not stopped_early and st.gan is not None:
+        stopped_early = train_dicgan(r, st)
     if rank == 0 and not state_path.is_file():
-        save_state()  # a run with nothing to do still leaves a state to resume from
+        r.save(st)  # a run with nothing to do still leaves a state to resume from
+
+    # export (a finished run only), then close
     out_path = run / "dic.pt"
     if rank == 0 and not stopped_early:
-        save_dic(model, out_path, meta={"iterations": cfg.iterations, "hg_iterations": cfg.hg_iterations,
-                                        "dicgan_iterations": cfg.gan.iterations if gan is not None else 0,
-                                        "dicgan_init": cfg.gan.init if gan is not None else "", "train_seconds": wall,
-                                        "data": cfg.data.data, "split": cfg.split, "device": str(device),
-                                        "world_size": world, "images": int(images.shape[0])})
-        print(f"saved {out_path} ({cfg.iterations} DIC iterations{f', {it} DICGAN' if gan is not None else ''}, "
-              f"{wall / 60:.1f} min of training)")
+        _export(r, st, out_path)
     elif rank == 0:
-        print(f"stopped after {cfg.max_minutes} min in stage {STAGES[stage]} at iteration {it}; run again to resume")
-    if writer is not None:
-        writer.close()
+        print(f"stopped after {cfg.max_minutes} min in stage {STAGES[st.stage]} at iteration {st.it}; "
+              "run again to resume")
+    if r.writer is not None:
+        r.writer.close()
     dist_utils.barrier()
     dist_utils.shutdown()
     return out_path
 
 
-class _GAN:
-    """Stage 3's own parts: the discriminator, F, both optimisers and schedules (DICGANConfig)."""
+# ---- export ----
 
-    def __init__(self, cfg: DICTrainConfig, model: DIC, device: torch.device):
-        g = cfg.gan
-        if sorted(g.milestones) != g.milestones or any(m < 1 for m in g.milestones):
-            raise ConfigError(f"config key 'gan.milestones' must be increasing positive iterations, got {g.milestones}")
-        self.cfg, self.model, self.heatmap_weight = g, model, cfg.heatmap_weight
-        self.D = build_discriminator(g, cfg.model.hr_size).to(device)
-        self.feat = FeatureNet(g.feature_net, cfg.model.hr_size).to(device)
-        self.opt_g = torch.optim.Adam([p for n, p in model.named_parameters()
-                                       if g.train_hourglass or not n.startswith("hourglass.")], lr=g.lr_g)
-        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=g.lr_d)
-        self.sched_g = torch.optim.lr_scheduler.MultiStepLR(self.opt_g, milestones=g.milestones, gamma=g.lr_gamma)
-        self.sched_d = torch.optim.lr_scheduler.MultiStepLR(self.opt_d, milestones=g.milestones, gamma=g.lr_gamma)
-
-    def state_dict(self) -> dict:
-        return {"D": self.D.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
-                "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict()}
-
-    def load_state_dict(self, st: dict) -> None:
-        self.D.load_state_dict(st["D"])
-        for name in ("opt_g", "opt_d", "sched_g", "sched_d"):
-            getattr(self, name).load_state_dict(st[name])
-
-    def step(self, hr: torch.Tensor, heat: torch.Tensor, lr_img: torch.Tensor, autocast) -> dict[str, float]:
-        """One DICGAN iteration: the generator (DIC) against a frozen D, then D against the new results."""
-        self.D.requires_grad_(False)
-        with autocast:
-            out = self.model(lr_img)
-        out = DICOutput([s.float() for s in out.sr], [h.float() for h in out.heatmaps])
-        loss_g, parts = generator_loss(out, hr, heat, self.D, self.feat, self.cfg, self.heatmap_weight)
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        dist_utils.average_gradients(self.model)
-        self.opt_g.step()
-        self.D.requires_grad_(True)
-        loss_d = discriminator_loss(self.D, hr, out.sr[-1])
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        dist_utils.average_gradients(self.D)
-        self.opt_d.step()
-        self.sched_g.step()
-        self.sched_d.step()
-        return {**parts, "gan_d": loss_d.item()}
+def _export(r: DICRun, st: DICState, out_path: Path) -> None:
+    """dic.pt (`idpulse.dic.load_dic`): the trained weights and how they were trained (rank 0)."""
+    cfg, gan = r.cfg, st.gan is not None
+    save_dic(st.model, out_path, meta={"iterations": cfg.iterations, "hg_iterations": cfg.hg_iterations,
+                                       "dicgan_iterations": cfg.gan.iterations if gan else 0,
+                                       "dicgan_init": cfg.gan.init if gan else "", "train_seconds": st.wall,
+                                       "data": cfg.data.data, "split": cfg.split, "device": str(r.device),
+                                       "world_size": r.world, "images": int(r.images.shape[0])})
+    print(f"saved {out_path} ({cfg.iterations} DIC iterations{f', {st.it} DICGAN' if gan else ''}, "
+          f"{st.wall / 60:.1f} min of training)")

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..config import at_least
-from ..dic.model import DICOutput, dic_loss
+from .. import distributed as dist_utils
+from ..config import ConfigError, at_least
+from ..dic.model import DIC, DICOutput, dic_loss
 
 
 @dataclass
@@ -93,3 +94,52 @@ def generator_loss(out: DICOutput, hr: torch.Tensor, heat: torch.Tensor, D, feat
 def discriminator_loss(D, hr: torch.Tensor, sr: torch.Tensor) -> torch.Tensor:
     """L_D above: real photos against DIC's (detached) results, both (B, 3, R, R) in [0, 1]."""
     return _real(D(hr * 2 - 1), True) + _real(D(sr.detach() * 2 - 1), False)
+
+
+class DICGANTrainer:
+    """Stage 3's own parts around the DIC being fine-tuned: the discriminator D, F, both Adams and
+    their schedules (DICGANConfig), saved in state.pt under "gan"; `step` is one DICGAN iteration."""
+
+    def __init__(self, g: DICGANConfig, model: DIC, hr_size: int, heatmap_weight: float, device: torch.device):
+        if sorted(g.milestones) != g.milestones or any(m < 1 for m in g.milestones):
+            raise ConfigError(f"config key 'gan.milestones' must be increasing positive iterations, got {g.milestones}")
+        self.cfg, self.model, self.heatmap_weight = g, model, heatmap_weight
+        self.D = build_discriminator(g, hr_size).to(device)
+        self.feat = FeatureNet(g.feature_net, hr_size).to(device)
+        # the generator's Adam holds the hourglass only when it trains (official: it stays frozen)
+        self.opt_g = torch.optim.Adam([p for n, p in model.named_parameters()
+                                       if g.train_hourglass or not n.startswith("hourglass.")], lr=g.lr_g)
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=g.lr_d)
+        self.sched_g = torch.optim.lr_scheduler.MultiStepLR(self.opt_g, milestones=g.milestones, gamma=g.lr_gamma)
+        self.sched_d = torch.optim.lr_scheduler.MultiStepLR(self.opt_d, milestones=g.milestones, gamma=g.lr_gamma)
+
+    def state_dict(self) -> dict:
+        return {"D": self.D.state_dict(), "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict(),
+                "sched_g": self.sched_g.state_dict(), "sched_d": self.sched_d.state_dict()}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.D.load_state_dict(st["D"])
+        for name in ("opt_g", "opt_d", "sched_g", "sched_d"):
+            getattr(self, name).load_state_dict(st[name])
+
+    def step(self, hr: torch.Tensor, heat: torch.Tensor, lr_img: torch.Tensor, autocast) -> dict[str, float]:
+        """One DICGAN iteration: the generator (DIC) against a frozen D, then D against the new results.
+        hr (B, 3, R, R) in [0, 1], heat (B, 68, R/4, R/4), lr_img (B, 3, r, r); -> the losses for the log."""
+        self.D.requires_grad_(False)  # L_G's gradient reaches D's input, not its weights
+        with autocast:
+            out = self.model(lr_img)
+        out = DICOutput([s.float() for s in out.sr], [h.float() for h in out.heatmaps])  # losses in fp32
+        loss_g, parts = generator_loss(out, hr, heat, self.D, self.feat, self.cfg, self.heatmap_weight)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        dist_utils.average_gradients(self.model)
+        self.opt_g.step()
+        self.D.requires_grad_(True)
+        loss_d = discriminator_loss(self.D, hr, out.sr[-1])  # SR_T detached: L_D trains D alone
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        dist_utils.average_gradients(self.D)
+        self.opt_d.step()
+        self.sched_g.step()
+        self.sched_d.step()
+        return {**parts, "gan_d": loss_d.item()}
