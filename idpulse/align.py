@@ -6,7 +6,7 @@ point p lands at `(p - 56) * 0.6583 + 48`, scaled to any crop size. A generator 
 crops (the bundled one) produces faces in this frame. Pixel centres are at integer coordinates.
 
 The warp is `grid_sample`, differentiable in the pixels, so generated faces can be aligned inside an
-optimisation: the control losses (`idpulse/control.py`) align each search step's faces into f's frame
+optimisation: the control losses (`idpulse/control/`) align each search step's faces into f's frame
 with the alignment that `build_align` picks (for upscaling, the tables and the lookalike dataset); the
 landmark detector only ever sees a detached copy.
 

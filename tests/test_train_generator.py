@@ -107,7 +107,7 @@ def test_tight_crops_are_framed_with_their_missing_border_masked():
     data for are masked, for reals (zero there) and for fakes alike (masks drawn from the same
     pool with the same weights), so neither side can show D an empty border."""
     from idpulse.align import crop_template, frame_coverage
-    from idpulse.training.gan import TrainingImages, _batch, _fake_masks
+    from idpulse.training.gan_data import TrainingImages, _batch, _fake_masks
 
     framed = frame_coverage(crop_template(96), (96, 96), 64)  # a crop already in the frame: all there
     assert framed[2:-2, 2:-2].all()

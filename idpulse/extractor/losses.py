@@ -5,7 +5,7 @@
 - `RaceHead` (Eq. 9 / Eq. 6): MLP 512 -> 256 -> K, cross-entropy.
 - `AttributeHead` (Eq. 7, Appendix C): MLP 512 -> 1024 -> 40, BCE weighted by inverse class
   frequency per attribute.
-- `angle_deg`, `similarity_loss` (Eq. 4, `S_t`).
+- `angle_deg`, `similarity_loss` (Eq. 4, `S_t`), `siam_loss` (L_siam, Sec. 3.3).
 """
 
 from __future__ import annotations
@@ -32,6 +32,18 @@ def similarity_loss(angle: torch.Tensor, target: float | torch.Tensor, *, thresh
     logit = (threshold - angle) / temperature
     t = torch.as_tensor(target, dtype=logit.dtype, device=logit.device).expand_as(logit)
     return F.binary_cross_entropy_with_logits(logit, t, reduction="none")
+
+
+def siam_loss(x: torch.Tensor, gx: torch.Tensor, x2: torch.Tensor, gx2: torch.Tensor, x2_flip: torch.Tensor, *,
+              threshold: float, temperature: float) -> torch.Tensor:
+    """L_siam (Sec. 3.3): `S_0(x, G_x) + S_0(x', G_x') + S_1(x, flip(x'))`, mean over the pairs.
+
+    Features (B, 512) of photos x and x' of one person, of G_x and G_x' (PULSE results from their
+    thumbnails: a lookalike is another person) and of x' mirrored (the same person)."""
+    def s(a, c, t):
+        return similarity_loss(angle_deg(a, c), t, threshold=threshold, temperature=temperature)
+
+    return (s(x, gx, 0.0) + s(x2, gx2, 0.0) + s(x, x2_flip, 1.0)).mean()
 
 
 class ArcFaceHead(nn.Module):

@@ -25,13 +25,12 @@ import torch.nn.functional as F
 from .. import distributed as dist_utils
 from ..checkpoint import all_rng_states, atomic_save, set_own_rng_state, torch_load
 from ..config import at_least, check_resume, to_dict, write_run_info
-from ..data.sampling import draw_weights
-from ..errors import UserError
 from ..generator.stylegan import Generator
 from ..generator.weights import save_generator
 from ..precision import uses_bf16
 from .augment import diff_augment
 from .discriminator import Discriminator
+from .gan_data import TrainingImages, _batch, _fake_masks, load_training_images
 
 
 @dataclass
@@ -84,74 +83,6 @@ class GanTrainConfig:
 # settings a resumed run may change: where it runs, how often it logs and saves, how long it goes on
 RESUMABLE_CHANGES = {"device", "threads", "checkpoint_every", "sample_every", "log_every", "max_minutes", "total_kimg",
                      "run_dir"}
-
-
-@dataclass
-class TrainingImages:
-    """The training set in memory. `masks` marks the pixels that came from a photo (framed tight
-    crops have none beyond the photo's edge); None when every pixel did. `weights` is each
-    image's probability of being drawn."""
-
-    images: torch.Tensor  # (N, 3, S, S) uint8
-    masks: torch.Tensor | None  # (N, 1, S, S) bool
-    weights: torch.Tensor  # (N,) float64, sums to 1
-    counts: dict  # entry of `data` -> number of images
-
-
-def load_training_images(cfg: GanTrainConfig) -> TrainingImages:
-    """Every entry of `cfg.data` at the generator's resolution, framed where its crops need it."""
-    from ..align import frame_coverage
-    from ..data import DATASETS, ImageFolder, dataset
-
-    size = cfg.generator.resolution
-    sets = []
-    for name in [n.strip() for n in cfg.data.split(",") if n.strip()]:
-        if name in DATASETS:
-            sets.append(dataset(name, split=cfg.split, size=size, data_root=cfg.data_root or None))
-        else:
-            sets.append(ImageFolder(name, size=size))
-        if len(sets[-1]) == 0:
-            raise UserError(f"no training images found for data entry {name!r}")
-    if not sets:
-        raise UserError("data names no dataset")
-    weights = draw_weights(sets, cfg.data_shares, cfg.balance_races)
-    images, masks, any_mask = [], [], False
-    for ds in sets:
-        images.append(ds.load_uint8(progress=dist_utils.is_main()))
-        m = torch.ones(len(ds), 1, size, size, dtype=torch.bool)
-        if ds.frame:
-            for i, lm in enumerate(ds.landmarks):
-                if lm is not None:
-                    with ds.load_pil(i) as im0:
-                        m[i, 0] = torch.from_numpy(frame_coverage(lm.astype(np.float64), im0.size, size))
-            any_mask = True
-        masks.append(m)
-    counts = {n.strip(): len(ds) for n, ds in zip([n for n in cfg.data.split(",") if n.strip()], sets)}
-    return TrainingImages(torch.cat(images), torch.cat(masks) if any_mask else None, weights, counts)
-
-
-def _draw(data: TrainingImages, n: int) -> torch.Tensor:
-    return torch.multinomial(data.weights, n, replacement=True)  # (n,) image indices
-
-
-def _batch(data: TrainingImages, n: int, xflip: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """n reals in [-1, 1] (n, 3, S, S), zero outside their masks, and those masks (n, 1, S, S)."""
-    idx = _draw(data, n)
-    x = data.images[idx].to(device).float() / 127.5 - 1.0  # (n, 3, S, S) in [-1, 1]
-    m = data.masks[idx].to(device) if data.masks is not None else None
-    if xflip:
-        flip = (torch.rand(n, device=device) < 0.5)[:, None, None, None]
-        x = torch.where(flip, x.flip(3), x)
-        m = torch.where(flip, m.flip(3), m) if m is not None else None
-    return (x * m if m is not None else x), m
-
-
-def _fake_masks(data: TrainingImages, n: int, device: torch.device) -> torch.Tensor | None:
-    """Masks for n fakes, drawn as the reals' are: D cannot tell real from fake by where the
-    pixels are missing, and G is never asked to paint the empty border of a tight crop."""
-    if data.masks is None:
-        return None
-    return data.masks[_draw(data, n)].to(device)
 
 
 def _mixed_ws(G: Generator, z: torch.Tensor, p_mix: float) -> torch.Tensor:
@@ -245,129 +176,195 @@ def ema_update(G_ema, G, beta: float) -> None:
         pe.lerp_(p, 1 - beta)
 
 
-def training_loop(cfg: GanTrainConfig) -> Path:
-    """Trains (or resumes) in `cfg.run_dir`; returns the path of the exported `generator.pt`."""
-    from tqdm import tqdm
+@dataclass
+class GanState:
+    """Everything a run trains and resumes: the networks, their optimisers and the counters."""
 
-    device = dist_utils.init_training(cfg.device, cfg.threads)
-    rank, world = dist_utils.rank(), dist_utils.world_size()
-    use_bf16 = uses_bf16(cfg.precision, device)
-    run = Path(cfg.run_dir)
-    state_path = run / "state.pt"
-    mcfg = dataclasses.asdict(cfg.generator)
+    G: Generator
+    D: Discriminator
+    G_ema: Generator
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    step: int = 0
+    shown: int = 0  # images shown to D, all ranks
+    wall: float = 0.0  # seconds spent in training steps
 
-    torch.manual_seed(cfg.seed + rank)
-    np.random.seed(cfg.seed + rank)
-    random.seed(cfg.seed + rank)
-    G = Generator(**mcfg).to(device)
+    def state_dict(self, cfg: GanTrainConfig, device, world: int) -> dict:
+        return {"G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
+                "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
+                "step": self.step, "shown": self.shown, "wall": self.wall, "config": to_dict(cfg),
+                "rng": all_rng_states(device, world)}
+
+
+def build_state(cfg: GanTrainConfig, device, fresh: bool) -> GanState:
+    """G (from `cfg.init` on a fresh run), D, the EMA copy and the two Adams, with lazy R1's
+    rescaling of D's learning rate and beta2 (StyleGAN2's mb_ratio)."""
+    G = Generator(**dataclasses.asdict(cfg.generator)).to(device)
     D = Discriminator(resolution=cfg.generator.resolution, fmap_base=cfg.d_fmap_base,
                       fmap_max=cfg.d_fmap_max).to(device)
-    if cfg.init and not state_path.is_file():
+    if cfg.init and fresh:
         _start_from(G, cfg.init)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     mb_ratio = cfg.r1_every / (cfg.r1_every + 1)  # lazy regularisation rescales D's Adam
     opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.0, cfg.beta2), eps=1e-8)
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr * mb_ratio, betas=(0.0, cfg.beta2 ** mb_ratio), eps=1e-8)
-    step, shown, wall = 0, 0, 0.0
-    if state_path.is_file():
-        st = torch_load(state_path, "training state")
-        check_resume(st["config"], cfg, state_path, RESUMABLE_CHANGES)
-        G.load_state_dict(st["G"])
-        D.load_state_dict(st["D"])
-        G_ema.load_state_dict(st["G_ema"])
-        opt_G.load_state_dict(st["opt_G"])
-        opt_D.load_state_dict(st["opt_D"])
-        step, shown, wall = st["step"], st["shown"], st["wall"]
-        set_own_rng_state(st["rng"], rank, device)
-        if rank == 0:
-            print(f"resuming {run} at step {step} ({shown / 1000:.1f} kimg)")
-    if device.type == "cuda" and cfg.channels_last:
-        G.to(memory_format=torch.channels_last)
-        D.to(memory_format=torch.channels_last)
-    if world > 1:  # one set of weights on every rank (ranks seed their own noise and data draws)
-        for m in (G, D, G_ema):
-            dist_utils.broadcast_module(m)
+    return GanState(G, D, G_ema, opt_G, opt_D)
 
+
+def resume(st: GanState, state_path: Path, cfg: GanTrainConfig, rank: int, device) -> None:
+    """Loads `state.pt` into `st` exactly (weights, optimisers, counters, this rank's RNG states);
+    settings other than RESUMABLE_CHANGES must match the saved run's."""
+    saved = torch_load(state_path, "training state")
+    check_resume(saved["config"], cfg, state_path, RESUMABLE_CHANGES)
+    for name in ("G", "D", "G_ema", "opt_G", "opt_D"):
+        getattr(st, name).load_state_dict(saved[name])
+    st.step, st.shown, st.wall = saved["step"], saved["shown"], saved["wall"]
+    set_own_rng_state(saved["rng"], rank, device)
+
+
+def log_step(writer, bar, d: dict, loss_G: torch.Tensor, shown: int) -> None:
+    """TensorBoard scalars and the progress bar's losses (rank 0)."""
+    for k, v in {"loss/D": d["loss_D"], "loss/G": loss_G, "loss/r1": d["r1"],
+                 "logits/real": d["logit_r"].mean(), "logits/fake": d["logit_f"].mean()}.items():
+        writer.add_scalar(k, v.item(), shown)
+    bar.set_postfix(D=f"{d['loss_D'].item():.3f}", G=f"{loss_G.item():.3f}")
+
+
+@torch.no_grad()
+def write_samples(G_ema, fixed: tuple, run: Path, writer, shown: int) -> None:
+    """The fixed z's samples (their own z and noise: comparable over time, and the global RNG that
+    drives training is untouched) as samples/<kimg>kimg.png and in TensorBoard."""
+    samples = G_ema(*fixed)  # (64, 3, R, R) in [-1, 1]
+    save_grid(samples, run / "samples" / f"{shown // 1000:06d}kimg.png", nrow=8)
+    writer.add_images("samples", (samples[:16].clamp(-1, 1) + 1) / 2, shown)
+
+
+def _timed_out(cfg: GanTrainConfig, t_start: float, world: int, device) -> bool:
+    """max_minutes reached? Rank 0 decides, so all ranks stop at the same step."""
+    timed_out = cfg.max_minutes > 0 and time.time() - t_start > cfg.max_minutes * 60
+    if world > 1 and cfg.max_minutes > 0:
+        flag = torch.tensor([float(timed_out)], device=device)
+        torch.distributed.broadcast(flag, 0)
+        timed_out = bool(flag.item())
+    return timed_out
+
+
+@dataclass
+class GanRun:
+    """One run's fixed parts: where it runs, its state, data, writer and sample inputs."""
+
+    cfg: GanTrainConfig
+    device: torch.device
+    rank: int
+    world: int
+    run: Path
+    st: GanState
+    images: TrainingImages
+    writer: object  # TensorBoard's SummaryWriter on rank 0, else None
+    fixed: tuple  # the sample grids' own z (64, 512) and noise
+
+
+def setup(cfg: GanTrainConfig) -> GanRun:
+    """Device, seeds, networks (resumed from state.pt if the run folder has one), data, writer."""
+    device = dist_utils.init_training(cfg.device, cfg.threads)
+    rank, world = dist_utils.rank(), dist_utils.world_size()
+    run = Path(cfg.run_dir)
+    state_path = run / "state.pt"
+    torch.manual_seed(cfg.seed + rank)
+    np.random.seed(cfg.seed + rank)
+    random.seed(cfg.seed + rank)
+    st = build_state(cfg, device, fresh=not state_path.is_file())
+    if state_path.is_file():
+        resume(st, state_path, cfg, rank, device)
+        if rank == 0:
+            print(f"resuming {run} at step {st.step} ({st.shown / 1000:.1f} kimg)")
+    if device.type == "cuda" and cfg.channels_last:
+        st.G.to(memory_format=torch.channels_last)
+        st.D.to(memory_format=torch.channels_last)
+    if world > 1:  # one set of weights on every rank (ranks seed their own noise and data draws)
+        for m in (st.G, st.D, st.G_ema):
+            dist_utils.broadcast_module(m)
     images = load_training_images(cfg)
     writer = None
     if rank == 0:
-        write_run_info(run, cfg, {"images": images.counts, "world_size": world, "device": str(device)})
         from torch.utils.tensorboard import SummaryWriter
 
+        write_run_info(run, cfg, {"images": images.counts, "world_size": world, "device": str(device)})
         writer = SummaryWriter(str(run / "tb"))
-    # Sample grids use their own fixed z and noise: comparable over time, and they leave the
-    # global RNG (which drives training) untouched, so resumed runs stay exact.
-    g = torch.Generator().manual_seed(123)
-    fixed_z = torch.randn(64, G.w_dim, generator=g).to(device)
-    fixed_noise = [torch.randn(sh, generator=g).to(device) for sh in G.synthesis.noise_shapes(64)]
-    total = int(cfg.total_kimg * 1000)
-    batch = cfg.batch
+    g = torch.Generator().manual_seed(123)  # the sample grids' own z and noise
+    fixed = (torch.randn(64, st.G.w_dim, generator=g).to(device),
+             [torch.randn(sh, generator=g).to(device) for sh in st.G.synthesis.noise_shapes(64)])
+    return GanRun(cfg, device, rank, world, run, st, images, writer, fixed)
+
+
+def training_loop(cfg: GanTrainConfig) -> Path:
+    """Trains (or resumes) in `cfg.run_dir`; returns the path of the exported `generator.pt`."""
+    from tqdm import tqdm
+
+    r = setup(cfg)
+    st, device, rank, world, run, images, writer = r.st, r.device, r.rank, r.world, r.run, r.images, r.writer
+    state_path = run / "state.pt"
+    total, batch = int(cfg.total_kimg * 1000), cfg.batch
     ema_beta = 0.5 ** (batch * world / max(cfg.ema_kimg * 1000, 1e-8))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(cfg.precision, device))
 
     def D_logits(x):
         with autocast:
-            return D(diff_augment(x, cfg.augment) if cfg.augment else x).float()
+            return st.D(diff_augment(x, cfg.augment) if cfg.augment else x).float()
 
     def save_state():
-        st = {"G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
-              "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
-              "step": step, "shown": shown, "wall": wall, "config": to_dict(cfg)}
-        st["rng"] = all_rng_states(device, world)
+        saved = st.state_dict(cfg, device, world)  # every rank joins the RNG gather
         if rank == 0:
-            atomic_save(st, state_path)
+            atomic_save(saved, state_path)
 
+    # the loop: D step, G step, EMA; logs, samples, checkpoints
     t_start = time.time()
-    bar = tqdm(total=total, initial=min(shown, total), unit="img", unit_scale=True, desc="train G",
+    bar = tqdm(total=total, initial=min(st.shown, total), unit="img", unit_scale=True, desc="train G",
                disable=rank != 0, dynamic_ncols=True)
     stopped_early = False
-    while shown < total:
+    while st.shown < total:
         t0 = time.time()
-        d = d_step(G, D, opt_D, D_logits, images, cfg, step, device, autocast)
-        loss_G = g_step(G, D, opt_G, D_logits, images, cfg, device, autocast)
-        ema_update(G_ema, G, ema_beta)
-        step += 1
-        shown += batch * world
-        wall += time.time() - t0
+        d = d_step(st.G, st.D, st.opt_D, D_logits, images, cfg, st.step, device, autocast)
+        loss_G = g_step(st.G, st.D, st.opt_G, D_logits, images, cfg, device, autocast)
+        ema_update(st.G_ema, st.G, ema_beta)
+        st.step += 1
+        st.shown += batch * world
+        st.wall += time.time() - t0
         bar.update(batch * world)
-        if rank == 0 and step % cfg.log_every == 0:
-            for k, v in {"loss/D": d["loss_D"], "loss/G": loss_G, "loss/r1": d["r1"],
-                         "logits/real": d["logit_r"].mean(), "logits/fake": d["logit_f"].mean()}.items():
-                writer.add_scalar(k, v.item(), shown)
-            bar.set_postfix(D=f"{d['loss_D'].item():.3f}", G=f"{loss_G.item():.3f}")
-        if rank == 0 and (step % cfg.sample_every == 0 or shown >= total):
-            with torch.no_grad():
-                samples = G_ema(fixed_z, fixed_noise)
-            save_grid(samples, run / "samples" / f"{shown // 1000:06d}kimg.png", nrow=8)
-            writer.add_images("samples", (samples[:16].clamp(-1, 1) + 1) / 2, shown)
-        timed_out = cfg.max_minutes > 0 and time.time() - t_start > cfg.max_minutes * 60
-        if world > 1 and cfg.max_minutes > 0:  # rank 0 decides, so all ranks stop at the same step
-            flag = torch.tensor([float(timed_out)], device=device)
-            torch.distributed.broadcast(flag, 0)
-            timed_out = bool(flag.item())
-        if step % cfg.checkpoint_every == 0 or shown >= total or timed_out:
+        if rank == 0 and st.step % cfg.log_every == 0:
+            log_step(writer, bar, d, loss_G, st.shown)
+        if rank == 0 and (st.step % cfg.sample_every == 0 or st.shown >= total):
+            write_samples(st.G_ema, r.fixed, run, writer, st.shown)
+        timed_out = _timed_out(cfg, t_start, world, device)
+        if st.step % cfg.checkpoint_every == 0 or st.shown >= total or timed_out:
             save_state()
-        if timed_out and shown < total:
+        if timed_out and st.shown < total:
             stopped_early = True
             break
     bar.close()
-    if not (state_path.is_file()) and rank == 0:
+    if st.step == 0:  # nothing to train (total reached): still leave a state; every rank joins the RNG gather
         save_state()
+
+    # export: the EMA generator with its Gaussian fit
     out = run / "generator.pt"
     if rank == 0 and not stopped_early:
-        G_ema.cpu().fit_gaussian(cfg.gaussian_fit_samples)
-        save_generator(G_ema, out, meta={"kimg": shown / 1000, "steps": step, "train_seconds": wall,
-                                         "data": cfg.data, "split": cfg.split, "data_shares": cfg.data_shares,
-                                         "balance_races": cfg.balance_races, "device": str(device),
-                                         "world_size": world, "images": images.counts})
-        print(f"saved {out} ({shown / 1000:.1f} kimg, {wall / 60:.1f} min of training)")
+        _export(st, cfg, out, device, world, images)
     elif rank == 0:
-        print(f"stopped after {cfg.max_minutes} min at {shown / 1000:.1f} kimg; run again to resume")
+        print(f"stopped after {cfg.max_minutes} min at {st.shown / 1000:.1f} kimg; run again to resume")
     if writer is not None:
         writer.close()
     dist_utils.barrier()
     dist_utils.shutdown()
     return out
+
+
+def _export(st: GanState, cfg: GanTrainConfig, out: Path, device, world: int, images: TrainingImages) -> None:
+    st.G_ema.cpu().fit_gaussian(cfg.gaussian_fit_samples)
+    save_generator(st.G_ema, out, meta={"kimg": st.shown / 1000, "steps": st.step, "train_seconds": st.wall,
+                                        "data": cfg.data, "split": cfg.split, "data_shares": cfg.data_shares,
+                                        "balance_races": cfg.balance_races, "device": str(device),
+                                        "world_size": world, "images": images.counts})
+    print(f"saved {out} ({st.shown / 1000:.1f} kimg, {st.wall / 60:.1f} min of training)")
 
 
 def export_generator(run_dir: str | Path, out: str | Path, *, fit_samples: int = 1_000_000) -> Path:

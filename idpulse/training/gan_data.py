@@ -1,0 +1,82 @@
+"""The GAN's training images in memory: several datasets at once, UTKFace's tight crops framed with
+their missing border masked, drawn by per-image weights (`data.sampling.draw_weights`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .. import distributed as dist_utils
+from ..data.sampling import draw_weights
+from ..errors import UserError
+
+
+@dataclass
+class TrainingImages:
+    """The training set in memory. `masks` marks the pixels that came from a photo (framed tight
+    crops have none beyond the photo's edge); None when every pixel did. `weights` is each
+    image's probability of being drawn."""
+
+    images: torch.Tensor  # (N, 3, S, S) uint8
+    masks: torch.Tensor | None  # (N, 1, S, S) bool
+    weights: torch.Tensor  # (N,) float64, sums to 1
+    counts: dict  # entry of `data` -> number of images
+
+
+def load_training_images(cfg) -> TrainingImages:
+    """Every entry of `cfg.data` (a GanTrainConfig) at the generator's resolution, framed where its
+    crops need it."""
+    from ..align import frame_coverage
+    from ..data import DATASETS, ImageFolder, dataset
+
+    size = cfg.generator.resolution
+    sets = []
+    for name in [n.strip() for n in cfg.data.split(",") if n.strip()]:
+        if name in DATASETS:
+            sets.append(dataset(name, split=cfg.split, size=size, data_root=cfg.data_root or None))
+        else:
+            sets.append(ImageFolder(name, size=size))
+        if len(sets[-1]) == 0:
+            raise UserError(f"no training images found for data entry {name!r}")
+    if not sets:
+        raise UserError("data names no dataset")
+    weights = draw_weights(sets, cfg.data_shares, cfg.balance_races)
+    images, masks, any_mask = [], [], False
+    for ds in sets:
+        images.append(ds.load_uint8(progress=dist_utils.is_main()))
+        m = torch.ones(len(ds), 1, size, size, dtype=torch.bool)
+        if ds.frame:
+            for i, lm in enumerate(ds.landmarks):
+                if lm is not None:
+                    with ds.load_pil(i) as im0:
+                        m[i, 0] = torch.from_numpy(frame_coverage(lm.astype(np.float64), im0.size, size))
+            any_mask = True
+        masks.append(m)
+    counts = {n.strip(): len(ds) for n, ds in zip([n for n in cfg.data.split(",") if n.strip()], sets)}
+    return TrainingImages(torch.cat(images), torch.cat(masks) if any_mask else None, weights, counts)
+
+
+def _draw(data: TrainingImages, n: int) -> torch.Tensor:
+    return torch.multinomial(data.weights, n, replacement=True)  # (n,) image indices
+
+
+def _batch(data: TrainingImages, n: int, xflip: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """n reals in [-1, 1] (n, 3, S, S), zero outside their masks, and those masks (n, 1, S, S)."""
+    idx = _draw(data, n)
+    x = data.images[idx].to(device).float() / 127.5 - 1.0  # (n, 3, S, S) in [-1, 1]
+    m = data.masks[idx].to(device) if data.masks is not None else None
+    if xflip:
+        flip = (torch.rand(n, device=device) < 0.5)[:, None, None, None]
+        x = torch.where(flip, x.flip(3), x)
+        m = torch.where(flip, m.flip(3), m) if m is not None else None
+    return (x * m if m is not None else x), m
+
+
+def _fake_masks(data: TrainingImages, n: int, device: torch.device) -> torch.Tensor | None:
+    """Masks for n fakes, drawn as the reals' are: D cannot tell real from fake by where the
+    pixels are missing, and G is never asked to paint the empty border of a tight crop."""
+    if data.masks is None:
+        return None
+    return data.masks[_draw(data, n)].to(device)
