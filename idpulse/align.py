@@ -275,16 +275,18 @@ def align_afresh(align: torch.nn.Module, img: torch.Tensor) -> torch.Tensor:
     return align(img)
 
 
-def build_align(mode: str, resolution: int, *, pulse_files: bool, detect_every: int = 1,
+def build_align(mode: str, resolution: int, *, pulse_files: bool = False, generator=None, detect_every: int = 1,
                 detect_size: int | None = None, device: str | torch.device = "cpu") -> torch.nn.Module:
     """The alignment of a generator's faces into the extractor's 112 px frame, on `device`:
-    mode `fixed` (faces already in the training crops' frame: idpulse generators), `detected`
-    (MTCNN per image, `DetectedAlign`), or `auto`: detected for PULSE's FFHQ files (`pulse_files`),
-    else fixed."""
+    mode `fixed` (faces already in the training crops' frame), `detected` (MTCNN per image,
+    `DetectedAlign`), or `auto`: fixed where the generator's `face_frame` is "crops" (idpulse
+    generators, unless their checkpoint says otherwise), detected for any other frame (PULSE's FFHQ
+    files: `pulse_files`, or a generator whose checkpoint records another frame)."""
     if mode not in ("auto", "fixed", "detected"):
         raise UserError(f"unknown control.align {mode!r} (use auto, fixed or detected)")
     if mode == "auto":
-        mode = "detected" if pulse_files else "fixed"
+        other = generator is not None and getattr(generator, "face_frame", "crops") != "crops"
+        mode = "detected" if pulse_files or other else "fixed"
     if mode == "fixed":
         return FixedAlign(resolution).to(device)
     return DetectedAlign(resolution, detect_every=detect_every, detect_size=detect_size).to(device)

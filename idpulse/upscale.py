@@ -214,7 +214,7 @@ def build_controls(cfg: UpscaleConfig, G: Generator, detector=None, say=None) ->
     f = load_any_extractor(path, cfg.control.backbone, cfg.control.input_order).to(device)
     if say is not None:
         say(f"extractor: {f.describe()}")
-    align = build_align(cfg.control.align, G.resolution, pulse_files=bool(cfg.generator.synthesis),
+    align = build_align(cfg.control.align, G.resolution, generator=G,
                         detect_every=cfg.control.detect_every, detect_size=cfg.control.detect_size, device=device)
     if "targets" in requests:
         requests["targets"] = target_photos(requests["targets"], cfg.input, detector).to(device)
@@ -294,6 +294,22 @@ def _say(msg: str) -> None:
     tqdm.write(msg, file=sys.stderr)
 
 
+def comparison_columns(G, batch: torch.Tensor, keys: list[str], controls: Controls, singles: list, done: tuple,
+                       pkw: dict, progress: bool) -> list[tuple[str, torch.Tensor]]:
+    """The comparison grid's columns: plain PULSE, each control alone, and all together, each
+    the best start's image per input (B, 3, R, R); `done` is the search of all the controls
+    (result, accepted), not run again."""
+    columns = [("PULSE", None), *singles] + ([("all", controls)] if len(singles) > 1 else [])
+    out = []
+    for label, ctl in columns:
+        if ctl is controls or (ctl is not None and len(singles) == 1):  # the search just run
+            r, ok = done
+        else:
+            r, ok, _ = controlled_search(G, batch, ctl, keys=keys, progress=progress, **pkw)
+        out.append((label, r.images[torch.arange(len(batch)), best_index(r.total, ok)]))
+    return out
+
+
 def run_upscale(cfg: UpscaleConfig, inputs: list[str], *, progress: bool = True) -> int:
     """The whole job; returns the exit code (0 all matched inputs processed, 1 some failed)."""
     if cfg.method == "dic":
@@ -332,14 +348,7 @@ def run_upscale(cfg: UpscaleConfig, inputs: list[str], *, progress: bool = True)
         described, compare = None, []
         if controls is not None:
             described = [controls.describe(res.images[i]) for i in range(len(chunk))]
-            # the comparison grid: plain PULSE, each control alone, and all together (best seed each)
-            columns = [("PULSE", None), *singles] + ([("all", controls)] if len(singles) > 1 else [])
-            for label, ctl in columns:
-                if ctl is controls or (ctl is not None and len(singles) == 1):  # the search just run
-                    r, ok = res, accepted
-                else:
-                    r, ok, _ = controlled_search(G, batch, ctl, keys=keys, progress=progress, **pkw)
-                compare.append((label, r.images[torch.arange(len(chunk)), best_index(r.total, ok)]))
+            compare = comparison_columns(G, batch, keys, controls, singles, (res, accepted), pkw, progress)
         baselines = [("DIC", dic.upscale(batch.to(G.device)).cpu())] if dic is not None else []
         records = save_results(chunk, res, out, G.resolution, seeds, accepted, described, compare, objective,
                                baselines)

@@ -178,3 +178,21 @@ def test_images_that_are_no_search_step_are_detected_afresh():
     align_afresh(det, y)
     assert stub.calls == 2  # other images of the same shape: detected on
     assert torch.equal(align_afresh(FixedAlign(16), y), FixedAlign(16)(y))
+
+
+def test_auto_alignment_follows_the_frame_a_generator_records(tmp_path):
+    """A generator's checkpoint says where its faces sit: ours default to the training crops'
+    frame (fixed warp); one saved with another frame (e.g. an FFHQ-aligned StyleGAN2) is aligned by
+    detected landmarks under `auto`, whatever file format it came in."""
+    from idpulse.generator.stylegan import Generator
+    from idpulse.generator.weights import load_generator, save_generator
+
+    torch.manual_seed(0)
+    G = Generator(resolution=16, fmap_base=32, fmap_max=16, mapping_layers=2)
+    G.fit_gaussian(1000)
+    save_generator(G, tmp_path / "crops.pt")
+    G.face_frame = "ffhq"
+    save_generator(G, tmp_path / "ffhq.pt")
+    assert isinstance(build_align("auto", 16, generator=load_generator(tmp_path / "crops.pt")), FixedAlign)
+    assert isinstance(build_align("auto", 16, generator=load_generator(tmp_path / "ffhq.pt")), DetectedAlign)
+    assert isinstance(build_align("fixed", 16, generator=load_generator(tmp_path / "ffhq.pt")), FixedAlign)

@@ -17,6 +17,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ class GeneratorReportConfig:
     out: str = "reports/generator"
     device: str = "cpu"
     data_root: str = ""  # CelebA root (default: $IDPULSE_SHARED/data/celeba)
-    split: str = "test"
+    split: Literal["train", "val", "test"] = "test"
     num_faces: int = at_least(1, 200)
     sizes: list[int] = field(default_factory=lambda: [8, 16])  # []: no PULSE search
     batch_images: int = at_least(1, 50)

@@ -26,7 +26,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 
@@ -56,7 +56,7 @@ class TablesConfig:
     out: str = "reports/tables"
     device: str = "cpu"
     data_root: str = ""
-    split: str = "test"  # CelebA partition of the pairs (identities never trained on)
+    split: Literal["train", "val", "test"] = "test"  # CelebA partition of the pairs (identities never trained on)
     # Table 2's and the race requests' faces: "utkface" (its test split; race_root defaults to
     # data_root/utkface) or "fairface" (its val split, the paper's 7 classes; race_root is its folder
     # with landmarks.csv); the race judge must know that dataset's classes
@@ -205,7 +205,7 @@ def _setup(cfg: TablesConfig, out: Path) -> tuple[_Run, dict]:
         ran = dataclasses.replace(cfg, generator=record_architecture(cfg.generator, G))
         write_run_info(out, ran, {"world_size": dist_utils.world_size()})
     c = cfg.control
-    align = build_align(c.align, G.resolution, pulse_files=bool(cfg.generator.synthesis),
+    align = build_align(c.align, G.resolution, generator=G,
                         detect_every=c.detect_every, detect_size=c.detect_size, device=device)
     f_arc, f = load_extractor(cfg.f_arc).to(device), load_extractor(cfg.f).to(device)
     race_judge, race_meta = load_judge(cfg.race_judge)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -33,7 +34,8 @@ from .stats import mean_sd_ci, wilson
 class VerificationConfig:
     extractor: str = "checkpoints/extractor_f.pt"
     data_root: str = ""  # CelebA root (default $IDPULSE_SHARED/data/celeba)
-    split: str = "test"  # the shared data has CelebA's train and test partitions; test is held out
+    # the shared data has CelebA's train and test partitions; test is held out
+    split: Literal["train", "val", "test"] = "test"
     pairs: int = at_least(1, 1000)  # Same pairs and as many Diff pairs
     seed: int = 0
     device: str = "cpu"
@@ -63,7 +65,7 @@ def pulse_pair_faces(cfg: VerificationConfig, *, progress: bool = True) -> dict:
 
     device = resolve_device(cfg.device)
     G = build_generator(cfg.generator, device)
-    align = build_align("auto", G.resolution, pulse_files=bool(cfg.generator.synthesis), device=device)
+    align = build_align("auto", G.resolution, generator=G, device=device)
     src = CelebA(cfg.data_root or None, split=cfg.split, size=G.resolution)  # the generator's frame
     n = min(cfg.pulse_pairs, len(src))
     idx = sorted(torch.randperm(len(src), generator=torch.Generator().manual_seed(cfg.seed))[:n].tolist())

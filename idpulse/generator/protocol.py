@@ -45,6 +45,7 @@ class SearchableGenerator(Protocol):
     synthesis: SearchableSynthesis
     mapping: nn.Module
     config: dict
+    face_frame: str  # "crops": faces in the shared crops' frame (fixed alignment); else detected
 
     @property
     def device(self) -> torch.device: ...

@@ -134,6 +134,10 @@ class Generator(nn.Module):
     `.to(device)` moves them; `has_gaussian_fit` says whether they were computed or loaded.
     """
 
+    # where its faces sit: "crops" = the shared training crops' frame (align's fixed warp fits);
+    # anything else (PULSE's FFHQ files: "ffhq") is aligned by detected landmarks
+    face_frame = "crops"
+
     def __init__(self, *, resolution: int = 1024, fmap_base: int = 8192, fmap_max: int = 512,
                  mapping_layers: int = 8, w_dim: int = 512):
         super().__init__()

@@ -85,6 +85,7 @@ def load_pulse_generator(synthesis: str | os.PathLike, mapping: str | os.PathLik
     else:
         raise CheckpointError(f"no mapping weights and no gaussian_fit.pt beside {synthesis}: "
                               "give --generator.mapping or --generator.gaussian_fit")
+    G.face_frame = "ffhq"  # FFHQ's alignment, not the training crops': controls detect the landmarks
     return G.eval().requires_grad_(False)
 
 
@@ -97,6 +98,7 @@ def generator_state(G: Generator, meta: dict | None = None) -> dict:
     return {
         "format": FORMAT,
         "arch": getattr(G, "arch", "stylegan1"),  # the registered architecture (protocol.py)
+        "face_frame": getattr(G, "face_frame", "crops"),  # where its faces sit (align.build_align's auto)
         "config": dict(G.config),
         "mapping": {k: v.detach().cpu().clone() for k, v in G.mapping.state_dict().items()},
         "synthesis": {k: v.detach().cpu().clone() for k, v in G.synthesis.state_dict().items()},
@@ -125,4 +127,5 @@ def load_generator(path: str | os.PathLike) -> Generator:
     load_state_dict_strict(G.mapping, ckpt["mapping"], f"mapping weights in {path}")
     load_state_dict_strict(G.synthesis, ckpt["synthesis"], f"synthesis weights in {path}")
     G.set_gaussian_fit(*_gaussian_fit_from(ckpt["gaussian_fit"], f"gaussian fit in {path}"))
+    G.face_frame = str(ckpt.get("face_frame", "crops"))
     return G.eval().requires_grad_(False)

@@ -109,10 +109,7 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
     f = _build_f(cfg, data, device, cache, resuming=saved is not None, rank=rank)
     arc_batch, num_arc, num_ids = arc_source(cfg, data.arc_src, data.arc_y, data.num_ids)
     net = Net(f, num_ids, cfg).to(device)
-    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=cfg.lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg.lr_milestones, gamma=0.1)
-    scaler = torch.amp.GradScaler(device.type, enabled=False)  # bf16 needs none; kept for fp16 set-ups
+    opt, sched, scaler = _optimiser(cfg, net, device)
     st = {"meta_epoch": 1, "phase": "lookalike", "step": 0, "global_step": 0, "theta_thr": 65.0, "history": []}
     if saved is not None:
         st = _resume(saved, net, opt, sched, scaler, device, rank)
@@ -120,12 +117,7 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
             print(f"resuming {run}: meta-epoch {st['meta_epoch']}, {st['phase']}, step {st['step']}")
     else:
         torch.manual_seed(cfg.seed + 1000 * rank)
-    net_ddp = net
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        dist_utils.broadcast_module(net)
-        net_ddp = DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
+    net_ddp = _distributed(net, world, device)
     f.config["theta_thr"] = st["theta_thr"]
 
     def save():
@@ -161,6 +153,25 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
     return out
 
 
+def _optimiser(cfg: ExtractorTrainConfig, net: nn.Module, device):
+    """SGD with momentum and weight decay on what trains (a frozen trunk does not), its step
+    schedule (lr /= 10 at each milestone) and a disabled grad scaler (bf16 needs none)."""
+    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=cfg.lr, momentum=cfg.momentum,
+                          weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg.lr_milestones, gamma=0.1)
+    return opt, sched, torch.amp.GradScaler(device.type, enabled=False)
+
+
+def _distributed(net: nn.Module, world: int, device) -> nn.Module:
+    """net itself on one process; with several, rank 0's weights everywhere, wrapped in DDP."""
+    if world == 1:
+        return net
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    dist_utils.broadcast_module(net)
+    return DDP(net, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def _lookalike_generator(cfg: ExtractorTrainConfig, device, rank: int):
     """The lookalikes' generator (frozen) and the alignment of its faces into f's frame, or
     (None, None) without L_siam."""
@@ -168,7 +179,7 @@ def _lookalike_generator(cfg: ExtractorTrainConfig, device, rank: int):
         return None, None
     G = build_generator(cfg.generator, device)
     la = cfg.lookalike
-    gen_align = build_align(la.align, G.resolution, pulse_files=bool(cfg.generator.synthesis),
+    gen_align = build_align(la.align, G.resolution, generator=G,
                             detect_every=la.detect_every, detect_size=la.detect_size, device=device)
     if G.resolution % la.thumbnail_size:
         raise UserError(f"lookalike.thumbnail_size {la.thumbnail_size} does not divide the generator's "
