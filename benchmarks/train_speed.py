@@ -27,11 +27,14 @@ from idpulse.cli import run_main
 
 
 def gan_rows(args, device, formats) -> list:
+    from idpulse.config import load_config
     from idpulse.generator.stylegan import Generator
+    from idpulse.training.augment import diff_augment
     from idpulse.training.discriminator import Discriminator
-    from idpulse.training.gan import GanModelConfig, GanTrainConfig, TrainingImages, d_step, ema_update, g_step
+    from idpulse.training.gan import GanTrainConfig, TrainingImages, d_step, ema_update, g_step
 
-    cfg = GanTrainConfig(batch=args.gan_batch, augment="", r1_every=16)
+    # the architecture, batch and augmentation of the training config (the bundled generator's by default)
+    cfg = load_config(GanTrainConfig, args.gan_config, [f"--batch={args.gan_batch}"])
     images = TrainingImages(torch.randint(0, 256, (256, 3, cfg.generator.resolution, cfg.generator.resolution),
                                           dtype=torch.uint8), None, torch.full((256,), 1 / 256, dtype=torch.float64),
                             {"random": 256})
@@ -39,18 +42,18 @@ def gan_rows(args, device, formats) -> list:
     for fmt in formats:
         for prec in args.precisions:
             torch.manual_seed(0)
-            G = Generator(**vars(GanModelConfig())).to(device).to(memory_format=fmt)
+            G = Generator(**vars(cfg.generator)).to(device).to(memory_format=fmt)
             D = Discriminator(resolution=cfg.generator.resolution, fmap_base=cfg.d_fmap_base,
                               fmap_max=cfg.d_fmap_max).to(device).to(memory_format=fmt)
-            G_ema = Generator(**vars(GanModelConfig())).to(device).requires_grad_(False)
+            G_ema = Generator(**vars(cfg.generator)).to(device).requires_grad_(False)
             opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.0, cfg.beta2))
             opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.0, cfg.beta2))
             ac = torch.autocast(device.type, dtype=torch.bfloat16) if prec == "bf16" else nullcontext()
             step = [1]  # R1 runs on steps divisible by r1_every: count through them as training does
 
             def d_logits(x, D=D, ac=ac):
-                with ac:
-                    return D(x).float()
+                with ac:  # as training: DiffAugment before D
+                    return D(diff_augment(x, cfg.augment) if cfg.augment else x).float()
 
             def one(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D, ac=ac, d_logits=d_logits, step=step):
                 d_step(G, D, opt_D, d_logits, images, cfg, step[0], device, ac)
@@ -109,6 +112,8 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, nargs="*", default=[], help="CPU thread counts to measure (default: torch's)")
     p.add_argument("--gan-batch", type=int, default=32)
+    p.add_argument("--gan-config", default="configs/generator/celeba64_cpu.yaml",
+                   help="the GAN training config whose architecture and augmentation are timed")
     p.add_argument("--ext-batch", type=int, default=64)
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"],
@@ -123,7 +128,7 @@ def main(argv=None):
         if device.type == "cpu":
             torch.set_num_threads(threads)
         where = f"{device}" + (f", {threads} threads" if device.type == "cpu" else "")
-        print(f"GAN training, bundled size, batch {args.gan_batch} ({where}):")
+        print(f"GAN training, {args.gan_config}, batch {args.gan_batch} ({where}):")
         for fmt, prec, ips in gan_rows(args, device, formats):
             fmt_name = "channels_last" if fmt is torch.channels_last else "contiguous"
             print(f"  {prec:5s} {fmt_name:13s} {ips:8.1f} img/s", flush=True)
