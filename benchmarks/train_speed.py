@@ -39,29 +39,36 @@ def gan_rows(args, device, formats) -> list:
                                           dtype=torch.uint8), None, torch.full((256,), 1 / 256, dtype=torch.float64),
                             {"random": 256})
     out = []
-    for fmt in formats:
-        for prec in args.precisions:
-            torch.manual_seed(0)
-            G = Generator(**vars(cfg.generator)).to(device).to(memory_format=fmt)
-            D = Discriminator(resolution=cfg.generator.resolution, fmap_base=cfg.d_fmap_base,
-                              fmap_max=cfg.d_fmap_max).to(device).to(memory_format=fmt)
-            G_ema = Generator(**vars(cfg.generator)).to(device).requires_grad_(False)
-            opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.0, cfg.beta2))
-            opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.0, cfg.beta2))
-            ac = torch.autocast(device.type, dtype=torch.bfloat16) if prec == "bf16" else nullcontext()
-            step = [1]  # R1 runs on steps divisible by r1_every: count through them as training does
+    modes = [(fmt, prec, compiled) for fmt in formats for prec in args.precisions
+             for compiled in ([False, True] if args.compile else [False])]
+    for fmt, prec, compiled in modes:
+        torch.manual_seed(0)
+        G = Generator(**vars(cfg.generator)).to(device).to(memory_format=fmt)
+        D = Discriminator(resolution=cfg.generator.resolution, fmap_base=cfg.d_fmap_base,
+                          fmap_max=cfg.d_fmap_max).to(device).to(memory_format=fmt)
+        G_ema = Generator(**vars(cfg.generator)).to(device).requires_grad_(False)
+        opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.0, cfg.beta2))
+        opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.0, cfg.beta2))
+        ac = torch.autocast(device.type, dtype=torch.bfloat16) if prec == "bf16" else nullcontext()
+        step = [1]  # R1 runs on steps divisible by r1_every: count through them as training does
 
-            def d_logits(x, D=D, ac=ac):
-                with ac:  # as training: DiffAugment before D
-                    return D(diff_augment(x, cfg.augment) if cfg.augment else x).float()
+        D_eager = D.forward
+        if compiled:
+            G.synthesis.forward = torch.compile(G.synthesis.forward)
+            D.forward = torch.compile(D.forward)
 
-            def one(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D, ac=ac, d_logits=d_logits, step=step):
-                d_step(G, D, opt_D, d_logits, images, cfg, step[0], device, ac)
-                g_step(G, D, opt_G, d_logits, images, cfg, device, ac)
-                ema_update(G_ema, G, 0.999)
-                step[0] += 1
+        def d_logits(x, eager=False, D=D, D_eager=D_eager, ac=ac):
+            with ac:  # as training: DiffAugment before D; lazy R1's double backward through eager D
+                x = diff_augment(x, cfg.augment) if cfg.augment else x
+                return (D_eager(x) if eager else D(x)).float()
 
-            out.append((fmt, prec, cfg.batch / timed(one, device, args.repeat)))
+        def one(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D, ac=ac, d_logits=d_logits, step=step):
+            d_step(G, D, opt_D, d_logits, images, cfg, step[0], device, ac)
+            g_step(G, D, opt_G, d_logits, images, cfg, device, ac)
+            ema_update(G_ema, G, 0.999)
+            step[0] += 1
+
+        out.append((fmt, prec, compiled, cfg.batch / timed(one, device, args.repeat)))
     return out
 
 
@@ -119,6 +126,9 @@ def main(argv=None):
     p.add_argument("--precisions", nargs="+", choices=("fp32", "bf16"), default=["fp32", "bf16"],
                    help="the GAN's precisions (bf16 is emulated, and very slow, on CPUs without bf16 hardware)")
     p.add_argument("--channels_last", action="store_true", help="also time the GAN in channels-last memory format")
+    p.add_argument("--compile", action="store_true",
+                   help="also time the GAN with torch.compile'd synthesis and D (GanTrainConfig.compile; the "
+                        "first, compiling, call is the warm-up and not timed)")
     args = p.parse_args(argv)
     from idpulse.distributed import resolve_device
 
@@ -129,9 +139,9 @@ def main(argv=None):
             torch.set_num_threads(threads)
         where = f"{device}" + (f", {threads} threads" if device.type == "cpu" else "")
         print(f"GAN training, {args.gan_config}, batch {args.gan_batch} ({where}):")
-        for fmt, prec, ips in gan_rows(args, device, formats):
+        for fmt, prec, compiled, ips in gan_rows(args, device, formats):
             fmt_name = "channels_last" if fmt is torch.channels_last else "contiguous"
-            print(f"  {prec:5s} {fmt_name:13s} {ips:8.1f} img/s", flush=True)
+            print(f"  {prec:5s} {fmt_name:13s} {'compiled' if compiled else 'eager':8s} {ips:8.1f} img/s", flush=True)
         print(f"extractor training, Algorithm 1's step, batch {args.ext_batch} ({where}):")
         for name, ips in extractor_rows(args, device):
             print(f"  {name:46s} {ips:10.1f} img/s", flush=True)

@@ -137,3 +137,21 @@ def test_draw_weights_follow_the_shares_and_balance_races():
     assert torch.allclose(w[3:6].sum(), w[6]) and torch.allclose(w[6], torch.tensor(0.25, dtype=torch.float64))
     with pytest.raises(UserError, match="data_shares has 1 entries for 2"):
         draw_weights(sets, [1.0], False)
+
+
+def test_compiled_training_keeps_the_checkpoint_format_and_resumes_an_eager_run(tmp_path):
+    """compile=true: the lazy R1 steps (every 2nd here) run D eagerly, the state and generator.pt
+    have the eager run's keys, and an eager run's state goes on compiled (a resumable change)."""
+    data = _faces(tmp_path / "faces")
+    run = tmp_path / "run"
+    r = subprocess.run(_args(data, run, 2), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    eager = torch.load(run / "state.pt", weights_only=True)
+    r = subprocess.run(_args(data, run, 6) + ["--compile=true"], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "resuming" in r.stdout
+    compiled = torch.load(run / "state.pt", weights_only=True)
+    assert compiled["step"] == 6 and compiled["G"].keys() == eager["G"].keys()
+    assert compiled["D"].keys() == eager["D"].keys()
+    assert all(torch.isfinite(v).all() for v in compiled["G"].values())
+    load_generator(run / "generator.pt")
