@@ -175,3 +175,33 @@ def test_detect_landmarks_writes_what_the_reader_reads(tmp_path):
     expect = cel.landmarks[0] * 2 + 32  # the crop's landmarks, enlarged 2x and moved by the paste
     assert np.abs(ds.landmarks[0] - expect).max() < 6  # px of 256: MTCNN against MTCNN at another scale
     assert detect_landmarks(tmp_path, names, progress=False) == (1, 1)  # resumed: the found one kept
+
+
+def test_a_new_dataset_is_one_registration(tmp_path):
+    """A dataset registered from outside: read by name, framed or not as registered, taken by GAN
+    training's `data`, and by the tables' `data`; not by `race_data` (it has no race labels)."""
+    from PIL import Image
+
+    from idpulse.config import ConfigError, load_config
+    from idpulse.data import DATASETS, ImageFolder, dataset, register_dataset
+    from idpulse.evaluation.tables import TablesConfig
+    from idpulse.training.gan import GanTrainConfig
+    from idpulse.training.gan_data import load_training_images
+
+    folder = tmp_path / "tiny" / "train"
+    folder.mkdir(parents=True)
+    for i in range(3):
+        Image.new("RGB", (20, 20), (40 * i, 80, 120)).save(folder / f"{i}.png")
+    register_dataset("tiny", lambda root, split, size, frame: ImageFolder(root / split, size=size), held_out="test",
+                     title="Tiny")
+    try:
+        ds = dataset("tiny", split="train", size=8, data_root=tmp_path)
+        assert len(ds) == 3 and ds[0]["image"].shape == (3, 8, 8)
+        cfg = load_config(GanTrainConfig, None, ["--data=tiny", f"--data_root={tmp_path}", "--generator.resolution=8"])
+        data = load_training_images(cfg)
+        assert data.images.shape == (3, 3, 8, 8) and data.masks is None and data.counts == {"tiny": 3}
+        assert load_config(TablesConfig, None, ["--data=tiny"]).data == "tiny"
+        with pytest.raises(ConfigError, match="race_data"):
+            load_config(TablesConfig, None, ["--race_data=tiny"])
+    finally:
+        DATASETS.pop("tiny", None)

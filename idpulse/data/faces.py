@@ -258,14 +258,15 @@ class DatasetEntry:
     races: tuple[str, ...] | None = None  # class names of its `race` label, if it has one
     needs_frame: bool = False  # its crops are not in the generator's frame: warp them (`frame=True`)
     shared: bool = True  # lives in $IDPULSE_SHARED/data/<name>; otherwise a folder must be given
+    title: str = ""  # how reports name it, e.g. "CelebA"
 
 
 DATASETS: dict[str, DatasetEntry] = {}
 
 
 def register_dataset(name: str, read: Callable[..., FaceDataset], *, held_out: str, races=None,
-                     needs_frame: bool = False, shared: bool = True) -> None:
-    DATASETS[name] = DatasetEntry(read, held_out, tuple(races) if races else None, needs_frame, shared)
+                     needs_frame: bool = False, shared: bool = True, title: str = "") -> None:
+    DATASETS[name] = DatasetEntry(read, held_out, tuple(races) if races else None, needs_frame, shared, title or name)
 
 
 def dataset_names() -> list[str]:
@@ -296,12 +297,12 @@ def dataset(name: str, root: str | Path | None = None, *, split: str, size: int 
 
 
 register_dataset("celeba", lambda root, split, size, frame: CelebA(root, split=tuple(split.split(",")), size=size),
-                 held_out="test")
+                 held_out="test", title="CelebA")
 register_dataset("utkface", lambda root, split, size, frame: UTKFace(root, split=split, size=size, frame=frame),
-                 held_out="test", races=UTKFACE_RACES, needs_frame=True)
+                 held_out="test", races=UTKFACE_RACES, needs_frame=True, title="UTKFace")
 register_dataset("fairface", lambda root, split, size, frame: FairFace(root, split=split, size=size, frame=frame,
                                                                        need_landmarks=True),
-                 held_out="val", races=FAIRFACE_RACES, needs_frame=True, shared=False)
+                 held_out="val", races=FAIRFACE_RACES, needs_frame=True, shared=False, title="FairFace")
 
 
 def race_dataset(name: str, root: str | Path | None, *, split: str, size: int = 0, frame: bool = False,

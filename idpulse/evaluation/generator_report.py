@@ -22,7 +22,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ..config import at_least, write_run_info
+from ..config import at_least, one_of, write_run_info
+from ..data.faces import dataset_names
 from ..distributed import resolve_device
 from ..errors import UserError
 from ..generator.build import GeneratorConfig, build_generator
@@ -39,7 +40,8 @@ MEASURE_PX = 96  # larger samples are measured downscaled to the shared crops' s
 class GeneratorReportConfig:
     out: str = "reports/generator"
     device: str = "cpu"
-    data_root: str = ""  # CelebA root (default: $IDPULSE_SHARED/data/celeba)
+    data: str = one_of(dataset_names, "celeba")  # the held-out faces: a registered dataset
+    data_root: str = ""  # its folder (default: $IDPULSE_SHARED/data/<data>)
     split: Literal["train", "val", "test"] = "test"
     num_faces: int = at_least(1, 200)
     sizes: list[int] = field(default_factory=lambda: [8, 16])  # []: no PULSE search
@@ -55,9 +57,9 @@ class GeneratorReportConfig:
 
 def held_out_faces(cfg: GeneratorReportConfig, resolution: int) -> tuple[torch.Tensor, list[str]]:
     """(num_faces, 3, R, R) in [0, 1]: a fixed random draw (seed 0) from the split."""
-    from ..data import CelebA
+    from ..data import dataset
 
-    ds = CelebA(cfg.data_root or None, split=cfg.split, size=resolution)
+    ds = dataset(cfg.data, cfg.data_root or None, split=cfg.split, size=resolution)
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(0))[: cfg.num_faces].tolist()
     items = [ds[i] for i in idx]
     return torch.stack([it["image"] for it in items]), [Path(it["path"]).name for it in items]
@@ -74,8 +76,8 @@ def generator_report(cfg: GeneratorReportConfig, *, progress: bool = True) -> di
     faces, names = held_out_faces(cfg, G.resolution) if cfg.sizes else (torch.zeros(0), [])
     pkw = cfg.pulse.search_kwargs()  # one search of num_seeds starts per face (no retries): PULSE's success rate
     report = {"generator": cfg.generator.checkpoint if not cfg.generator.synthesis else cfg.generator.synthesis,
-              "resolution": G.resolution, "faces": len(names), "split": cfg.split, "pulse": pkw,
-              "device": str(device), "sizes": {}}
+              "resolution": G.resolution, "faces": len(names), "split": cfg.split, "data": _title(cfg.data),
+              "pulse": pkw, "device": str(device), "sizes": {}}
     for size in cfg.sizes:
         thumbs = downscale(faces, size).clamp(0, 1)
         ok, ds_best, t0 = [], [], time.time()
@@ -134,7 +136,7 @@ def descriptor_fd(cfg: GeneratorReportConfig, samples: torch.Tensor, resolution:
     """Fréchet distance of dlib face descriptors between the samples and as many held-out faces
     (`cfg.split`), and the real-vs-real floor: the same distance between those faces and another,
     disjoint set of as many; their ratio. {"skipped": why} when off or dlib's models are missing."""
-    from ..data import CelebA
+    from ..data import dataset
     from .descriptors import UPSCALE, DlibDescriptors, frechet_distance
 
     n = len(samples)
@@ -147,15 +149,16 @@ def descriptor_fd(cfg: GeneratorReportConfig, samples: torch.Tensor, resolution:
     except UserError as e:
         return {"skipped": str(e)}
     t0 = time.time()
-    ds = CelebA(cfg.data_root or None, split=cfg.split, size=resolution)
+    ds = dataset(cfg.data, cfg.data_root or None, split=cfg.split, size=resolution)
     if len(ds) < 2 * n:
-        return {"skipped": f"CelebA {cfg.split} has {len(ds)} faces, the floor needs 2 x {n}"}
+        return {"skipped": f"{_title(cfg.data)} {cfg.split} has {len(ds)} faces, the floor needs 2 x {n}"}
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(REAL_SEED))[:2 * n].tolist()
     real = describe(torch.stack([ds[i]["image"] for i in idx]))
     fake = describe(samples)
     fd, floor = frechet_distance(fake, real[:n]), frechet_distance(real[n:], real[:n])
     return {"faces": n, "samples_vs_real": fd, "real_vs_real": floor, "ratio": fd / floor if floor > 0 else None,
-            "real_split": cfg.split, "real_seed": REAL_SEED, "upscale_px": UPSCALE, "seconds": time.time() - t0}
+            "real_split": cfg.split, "real_data": _title(cfg.data), "real_seed": REAL_SEED, "upscale_px": UPSCALE,
+            "seconds": time.time() - t0}
 
 
 def class_shares(pred: torch.Tensor, names: list[str]) -> dict:
@@ -244,12 +247,19 @@ def race_report(cfg: GeneratorReportConfig, samples: torch.Tensor, resolution: i
     return out
 
 
+def _title(name: str) -> str:
+    from ..data import DATASETS
+
+    return DATASETS[name].title
+
+
 def render_markdown(r: dict) -> str:
     p = r["pulse"]
     lines = ["# Generator quality report", ""]
     if r["sizes"]:
         lines += [
-            f"Generator `{r['generator']}` ({r['resolution']} px) on {r['faces']} CelebA `{r['split']}` faces "
+            f"Generator `{r['generator']}` ({r['resolution']} px) on {r['faces']} {r.get('data', 'CelebA')} "
+            f"`{r['split']}` faces "
             f"(identities never trained on); PULSE with {p['num_seeds']} seeds, {p['steps']} steps, "
             f"eps {p['eps']:g}, on `{r['device']}`. A face is matched if some seed's L_DS <= eps.", "",
             "| thumbnail | matched | success rate (95% CI) | mean final L2 (best seed) | time per face |",
@@ -282,7 +292,8 @@ def fd_markdown(d: dict) -> list[str]:
     ratio = f"{d['ratio']:.2f}x" if d["ratio"] is not None else "-"
     return lines + [
         f"Fréchet distance between Gaussians fitted to dlib's 128-D face descriptors of {d['faces']} random samples "
-        f"and of {d['faces']} held-out CelebA `{d['real_split']}` faces, beside the floor (the same distance between "
+        f"and of {d['faces']} held-out {d.get('real_data', 'CelebA')} `{d['real_split']}` faces, beside the floor "
+        "(the same distance between "
         f"two disjoint sets of {d['faces']} held-out faces: sampling noise alone); lower is closer to real faces, "
         "the issue's target a ratio <= 3.", "",
         "| samples vs real | real vs real (floor) | ratio | faces per set |", "| --- | --- | --- | --- |",

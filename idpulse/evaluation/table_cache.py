@@ -156,6 +156,9 @@ def cache_settings(cfg, align_mode: str) -> dict:
     # alignment (recorded with it, so a cache made before those keys existed stays valid)
     control = {k: v for k, v in to_dict(cfg.control).items()
                if k not in ("extractor", "backbone", "input_order", "detect_every", "detect_size")}
+    for k in ("weights", "thresholds"):  # registered controls' settings: recorded once any is set, so
+        if not control.get(k):           # caches made before the keys existed stay valid
+            control.pop(k, None)
     pulse = to_dict(cfg.pulse)
     if pulse["precision"] == "fp32":  # what every cache before the key was searched with: those stay valid
         del pulse["precision"]

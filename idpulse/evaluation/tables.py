@@ -35,7 +35,7 @@ from ..align import DetectedAlign, align_afresh, build_align
 from ..config import at_least, one_of, to_dict, write_run_info
 from ..control import ControlConfig, Controls, objective_text
 from ..data import FaceDataset
-from ..data.faces import race_dataset_names
+from ..data.faces import dataset_names, race_dataset_names
 from ..errors import UserError
 from ..extractor import load_extractor
 from ..generator.build import GeneratorConfig, build_generator, record_architecture
@@ -56,7 +56,10 @@ class TablesConfig:
     out: str = "reports/tables"
     device: str = "cpu"
     data_root: str = ""
-    split: Literal["train", "val", "test"] = "test"  # CelebA partition of the pairs (identities never trained on)
+    # Table 1's pairs, Table 3's and the requests' faces: a registered dataset with identities (and
+    # attributes, for Table 3), its `split` (identities never trained on)
+    data: str = one_of(dataset_names, "celeba")
+    split: Literal["train", "val", "test"] = "test"
     # Table 2's and the race requests' faces: "utkface" (its test split; race_root defaults to
     # data_root/utkface) or "fairface" (its val split, the paper's 7 classes; race_root is its folder
     # with landmarks.csv); the race judge must know that dataset's classes
@@ -123,7 +126,9 @@ class _Run:
     main: bool
     dic: torch.nn.Module | None = None  # the DIC of `cfg.dic`, or None
     out: Path = Path(".")
-    celeba: FaceDataset | None = None  # CelebA's `split` at the generator's resolution (Tables 1 and 3)
+    celeba: FaceDataset | None = None  # `data`'s `split` at the generator's resolution (Tables 1 and 3)
+    faces_name: str = "celeba-test"  # its items' prefix: "<data>-<split>" (a face's random starts follow it)
+    faces_title: str = "CelebA test"  # how the report names them
     race: RaceFaces | None = None  # Table 2's and the race requests' faces
     identity_judge: object = None  # dlib's identity judge, or why it is missing (a string)
     rows: dict = field(default_factory=dict)  # Table 1's photos and rows, for the tables that need them
@@ -192,7 +197,7 @@ def race_faces(cfg: TablesConfig, root: Path | None, resolution: int, judge_name
                         f"{cfg.race_data!r} has {', '.join(classes)}: give a judge trained on it "
                         f"(scripts/train_judges.py --only race --race_data={cfg.race_data})")
     split = DATASETS[cfg.race_data].held_out
-    label = {"utkface": "UTKFace", "fairface": "FairFace"}.get(cfg.race_data, cfg.race_data)
+    label = DATASETS[cfg.race_data].title
     return RaceFaces(ds, list(classes), f"{cfg.race_data}-{split}", f"{label} {split}")
 
 
@@ -225,7 +230,7 @@ def _setup(cfg: TablesConfig, out: Path) -> tuple[_Run, dict]:
 def eval_tables(cfg: TablesConfig) -> dict:
     """Every table `cfg.tables` names (and what they need), each from its registered function;
     writes report.json and report.md to `cfg.out` and returns the report."""
-    from ..data import CelebA
+    from ..data import DATASETS, dataset
 
     t0 = time.time()
     out = Path(cfg.out)
@@ -236,7 +241,8 @@ def eval_tables(cfg: TablesConfig) -> dict:
     root = Path(cfg.data_root) if cfg.data_root else None
     run.out = out
     run.race = race_faces(cfg, root, R, run.race_judge.names)  # before any search: a wrong judge is one line
-    run.celeba = CelebA(root / "celeba" if root else None, split=cfg.split, size=R)
+    run.celeba = dataset(cfg.data, split=cfg.split, size=R, frame=None, data_root=root)
+    run.faces_name, run.faces_title = f"{cfg.data}-{cfg.split}", f"{DATASETS[cfg.data].title} {cfg.split}"
     run.identity_judge = _dlib()
     names = selected(cfg.tables)
     sections: dict[str, Section] = {name: TABLES[name].compute(run) for name in names}

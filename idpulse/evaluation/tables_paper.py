@@ -30,7 +30,7 @@ def table1_section(run) -> Section:
     cfg, ds = run.cfg, run.celeba
     same, diff = draw_pairs(ds, cfg.pairs, table_rng(cfg.seed, "table1"))
     srcs = [a for a, _ in same]  # the photos whose thumbnails PULSE upscales
-    items = [f"celeba-{cfg.split}-{i}" for i in srcs]  # a face's name: its random starts follow it
+    items = [f"{run.faces_name}-{i}" for i in srcs]  # a face's name: its random starts follow it
     photos, seconds = run.loader(ds, srcs), run.loader(ds, [b for _, b in same])  # seconds: same person
     plain = run.row(photos, items, "pulse", _no_control)
     # lookalikes: results optimised with L_sim towards their own source photo
@@ -112,7 +112,7 @@ def table3_section(run) -> Section:
                   "L_sim (f_arc)": ("sim_farc", run.sim(run.f_arc)), "L_sim (f)": ("sim_f", run.sim(f))}
     if attr_names:
         strategies["L_attr"] = ("attr", attr_controls)
-    t3, items = {}, [f"celeba-{cfg.split}-{i}" for i in pick]
+    t3, items = {}, [f"{run.faces_name}-{i}" for i in pick]
     rows = {sname: run.row(faces, items, strategy, ctl) for sname, (strategy, ctl) in strategies.items()}
     if run.dic is not None:
         rows["DIC"] = run.dic_row(faces, len(pick))
@@ -122,7 +122,7 @@ def table3_section(run) -> Section:
         t3[sname] = {"reid": k / n, "ci95": proportion_ci(k, n), "n": n,
                      "accepted": float(res.accepted.float().mean()),
                      "per_attribute": {a: float(hits[:, j].float().mean()) for j, a in enumerate(PAPER_ATTRIBUTES)}}
-    return Section(t3, items, run.fidelity(faces, len(pick), rows), f"CelebA {cfg.split}")
+    return Section(t3, items, run.fidelity(faces, len(pick), rows), run.faces_title)
 
 
 @register_table("identity", render_identity, needs=("table1",))

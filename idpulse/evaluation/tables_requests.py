@@ -114,7 +114,7 @@ def _target_request(run, identity_judge, pairs, items_used) -> dict:
     row = _rates(run, "sim_f_second", photos, photo_items, controls_for, same_person, items_used)
     k = int((dists[1] < dists[0]).sum())
     return {"--target (a second photo)": {
-        "faces": n, "on": "CelebA test photos, the target another photo of the same person; "
+        "faces": n, "on": f"{run.faces_title} photos, the target another photo of the same person; "
                           "judged the same person by dlib as the photo behind the thumbnail",
         **row, "closer_than_pulse": k / n, "closer_ci95": proportion_ci(k, n)}}
 
@@ -135,6 +135,6 @@ def _smile_request(run, celeba, g, items_used) -> dict:
         return {}
     smile = Controls(run.f, run.align, cfg.control, attrs=["Smiling=1"])
     return {"--attr Smiling=1": {
-        "faces": len(chosen), "on": "CelebA test faces the judge reads as not smiling",
-        **_rates(run, "smile", run.loader(celeba, chosen), [f"celeba-{cfg.split}-{i}" for i in chosen],
+        "faces": len(chosen), "on": f"{run.faces_title} faces the judge reads as not smiling",
+        **_rates(run, "smile", run.loader(celeba, chosen), [f"{run.faces_name}-{i}" for i in chosen],
                  lambda idx, faces: smile, lambda res: run.predict(run.attr_judge, res)[:, col], items_used)}}

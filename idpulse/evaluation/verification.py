@@ -21,7 +21,8 @@ from typing import Literal
 
 import torch
 
-from ..config import at_least
+from ..config import at_least, one_of
+from ..data.faces import dataset_names
 from ..distributed import resolve_device
 from ..extractor import load_extractor
 from ..extractor.losses import angle_deg, best_angle_threshold
@@ -33,7 +34,8 @@ from .stats import mean_sd_ci, wilson
 @dataclass
 class VerificationConfig:
     extractor: str = "checkpoints/extractor_f.pt"
-    data_root: str = ""  # CelebA root (default $IDPULSE_SHARED/data/celeba)
+    data: str = one_of(dataset_names, "celeba")  # the held-out faces: a registered dataset with identities
+    data_root: str = ""  # its folder (default: $IDPULSE_SHARED/data/<data>)
     # the shared data has CelebA's train and test partitions; test is held out
     split: Literal["train", "val", "test"] = "test"
     pairs: int = at_least(1, 1000)  # Same pairs and as many Diff pairs
@@ -56,7 +58,7 @@ def pulse_pair_faces(cfg: VerificationConfig, *, progress: bool = True) -> dict:
 
     from ..align import build_align
     from ..control import controlled_search
-    from ..data import CelebA
+    from ..data import dataset
     from ..data.preload import preload_aligned
     from ..generator.build import build_generator
     from ..imageio import to_8bit
@@ -66,16 +68,17 @@ def pulse_pair_faces(cfg: VerificationConfig, *, progress: bool = True) -> dict:
     device = resolve_device(cfg.device)
     G = build_generator(cfg.generator, device)
     align = build_align("auto", G.resolution, generator=G, device=device)
-    src = CelebA(cfg.data_root or None, split=cfg.split, size=G.resolution)  # the generator's frame
+    src = dataset(cfg.data, cfg.data_root or None, split=cfg.split, size=G.resolution)  # the generator's frame
     n = min(cfg.pulse_pairs, len(src))
     idx = sorted(torch.randperm(len(src), generator=torch.Generator().manual_seed(cfg.seed))[:n].tolist())
-    photos, _ = preload_aligned(CelebA(cfg.data_root or None, split=cfg.split).subset(idx), 0, "", False)
+    raw = dataset(cfg.data, cfg.data_root or None, split=cfg.split, frame=False)
+    photos, _ = preload_aligned(raw.subset(idx), 0, "", False)
     results, accepted = [], []
     for s in tqdm(range(0, n, cfg.batch), desc="PULSE pairs", unit="batch", disable=not progress):
         part = idx[s:s + cfg.batch]
         faces = torch.stack([src[i]["image"] for i in part]).to(device)  # (b, 3, R, R)
         thumbs = downscale(faces, cfg.thumbnail_size).clamp(0, 1)
-        res, ok, _ = controlled_search(G, thumbs, None, keys=[f"celeba-{cfg.split}-{i}" for i in part],
+        res, ok, _ = controlled_search(G, thumbs, None, keys=[f"{cfg.data}-{cfg.split}-{i}" for i in part],
                                        retries=cfg.pulse.retries, **cfg.pulse.search_kwargs())
         best = best_index(res.total, ok)  # (b,): the tables' rule, accepted first, then the lowest objective
         img = to_8bit(res.images[torch.arange(len(part)), best])  # (b, 3, R, R): the 8-bit PNG a user gets
@@ -96,20 +99,21 @@ def called_different(f, pp: dict, device, batch: int = 64) -> dict:
 
 
 def verification(cfg: VerificationConfig, *, progress: bool = True, pulse_pairs: dict | None = None) -> dict:
-    from ..data import CelebA
+    from ..data import DATASETS, dataset
     from ..data.preload import preload_aligned
     from ..extractor.threshold import same_diff_angles
 
     device = resolve_device(cfg.device)
     f = load_extractor(cfg.extractor).to(device)
-    ds = CelebA(cfg.data_root or None, split=cfg.split)
-    faces, labels = preload_aligned(ds, 0, f"CelebA {cfg.split} faces", progress)
+    ds = dataset(cfg.data, cfg.data_root or None, split=cfg.split, frame=False)
+    faces, labels = preload_aligned(ds, 0, f"{cfg.data} {cfg.split} faces", progress)
     ids = [int(lb["identity"]) for lb in labels]
     same, diff = same_diff_angles(f, faces, ids, cfg.pairs, cfg.seed, device)
     n = len(same) + len(diff)
     k = int((same < f.theta_thr).sum() + (diff >= f.theta_thr).sum())
     best_t, best_acc = best_angle_threshold(same, diff)
-    out = {"extractor": cfg.extractor, "split": cfg.split, "pairs": cfg.pairs, "theta_thr": f.theta_thr,
+    out = {"extractor": cfg.extractor, "data": DATASETS[cfg.data].title, "split": cfg.split, "pairs": cfg.pairs,
+           "theta_thr": f.theta_thr,
            "accuracy": k / n, "accuracy_ci95": wilson(k, n), "best_threshold": best_t,
            "best_threshold_accuracy": best_acc, "same": mean_sd_ci(same), "diff": mean_sd_ci(diff)}
     if pulse_pairs is not None:  # `pulse_pair_faces`'s, made once for every extractor of the command
@@ -119,8 +123,9 @@ def verification(cfg: VerificationConfig, *, progress: bool = True, pulse_pairs:
 
 def render(r: dict) -> str:
     lo, hi = r["accuracy_ci95"]
-    return (f"{Path(r['extractor']).name}: verification on {r['pairs']} Same + {r['pairs']} Diff pairs of CelebA "
-            f"{r['split']} identities: {100 * r['accuracy']:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}) at its "
+    return (f"{Path(r['extractor']).name}: verification on {r['pairs']} Same + {r['pairs']} Diff pairs of "
+            f"{r.get('data', 'CelebA')} {r['split']} identities: {100 * r['accuracy']:.1f}% "
+            f"({100 * lo:.1f}-{100 * hi:.1f}) at its "
             f"theta_thr {r['theta_thr']:.1f} deg (best threshold on these pairs: {r['best_threshold']:.1f} deg, "
             f"{100 * r['best_threshold_accuracy']:.1f}%); angles Same {r['same']['mean']:.1f} ± {r['same']['sd']:.1f}, "
             f"Diff {r['diff']['mean']:.1f} ± {r['diff']['sd']:.1f}" + _render_pulse(r.get("pulse_pairs")))
