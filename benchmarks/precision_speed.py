@@ -29,9 +29,11 @@ import torch  # noqa: E402
 from idpulse.cli import run_main  # noqa: E402
 
 
-def timed(fn, device, repeat: int) -> float:
-    """Seconds per call: one warm-up call (allocator, oneDNN/cuDNN set-up), then the mean of `repeat`."""
-    fn()
+def timed(fn, device, repeat: int, warmup: int = 1) -> float:
+    """Seconds per call: `warmup` untimed calls (allocator, oneDNN/cuDNN set-up, compiling), then the
+    mean of `repeat`."""
+    for _ in range(warmup):
+        fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
     t = time.perf_counter()

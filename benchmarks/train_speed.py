@@ -68,7 +68,9 @@ def gan_rows(args, device, formats) -> list:
             ema_update(G_ema, G, 0.999)
             step[0] += 1
 
-        out.append((fmt, prec, compiled, cfg.batch / timed(one, device, args.repeat)))
+        # a few untimed steps: eager oneDNN runs its first CPU steps several times slower (one warm-up
+        # step made eager look 2.6x slower than compiled; after three they differ by a few percent)
+        out.append((fmt, prec, compiled, cfg.batch / timed(one, device, args.repeat, warmup=3)))
     return out
 
 
@@ -128,7 +130,7 @@ def main(argv=None):
     p.add_argument("--channels_last", action="store_true", help="also time the GAN in channels-last memory format")
     p.add_argument("--compile", action="store_true",
                    help="also time the GAN with torch.compile'd synthesis and D (GanTrainConfig.compile; the "
-                        "first, compiling, call is the warm-up and not timed)")
+                        "first, compiling, calls are the warm-up and not timed)")
     args = p.parse_args(argv)
     from idpulse.distributed import resolve_device
 

@@ -72,9 +72,10 @@ class GanTrainConfig:
     # bf16 on CUDA, fp32 on CPU; a Literal so that a misspelt value is a config error, not a silent fp32 run
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     channels_last: bool = True  # CUDA only
-    # torch.compile G's synthesis and D (fusing the elementwise work: ~2.6x training img/s on a 2-core
-    # AVX2 CPU, benchmarks/train_speed.py --compile); the lazy R1 steps run D eagerly (compile cannot
-    # trace their double backward). Compiling takes a few minutes at the start of each process.
+    # torch.compile G's synthesis and D (fuses the elementwise work); the lazy R1 steps run D eagerly
+    # (compile cannot trace their double backward). Measured on a 2-core AVX2 CPU, 1 thread, the bundled
+    # size: 14.7 -> 15.1 img/s (+3%, benchmarks/train_speed.py --compile), for ~2 min of compiling at the
+    # start of each process; off by default. Untried on GPUs and on bf16 (AMX) CPUs.
     compile: bool = False
     threads: int = at_least(0, 0)  # CPU threads (0: torch's default)
     checkpoint_every: int = at_least(1, 200)  # steps
