@@ -301,3 +301,16 @@ def test_features_match_the_tfjs_graph(real, case):
     # depthwise scale differ: measured 1 - cosine ~1e-12 and max error ~2e-6 of the largest feature
     assert cos > 0.99999, (case, cos)
     assert err < 1e-4, (case, err)
+
+
+def test_a_graph_malformed_where_no_check_looks_is_a_one_line_error(tmp_path):
+    """A convolution whose `strides` attribute is a number, not a list, is a CheckpointError naming the
+    file, not a TypeError from deep in the walk."""
+    net = _small_net()
+    write_tfjs_faceres(tmp_path, net)
+    graph = read_tfjs_graph(tmp_path)
+    conv = next(n for n in graph.nodes if n.get("op") in ("Conv2D", "DepthwiseConv2dNative"))
+    conv["attr"]["strides"] = {"i": "2"}
+    with pytest.raises(CheckpointError, match="faceres.json") as e:
+        convert_faceres(graph)
+    assert "\n" not in str(e.value)

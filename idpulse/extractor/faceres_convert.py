@@ -91,10 +91,14 @@ def convert_faceres(graph: TfjsGraph, *, what: str = "faceres.json") -> tuple[di
     convolution's stride/padding/layout; account for every op and weight (the age/gender head's are
     ignored); then fold each BN scale, transpose the kernels and fill the module's keys."""
     g = _index_graph(graph, what)
-    start, identity = _find_ends(g)
-    layers, path = _walk_layers(g, start, identity)
-    ignored = _account(g, path, identity)
-    state, report = _fill_state(g, layers)
+    try:
+        start, identity = _find_ends(g)
+        layers, path = _walk_layers(g, start, identity)
+        ignored = _account(g, path, identity)
+        state, report = _fill_state(g, layers)
+    except (IndexError, KeyError, TypeError, ValueError) as e:  # a graph malformed where no check looks
+        raise CheckpointError(f"{what} is not the faceres graph this converter reads: "
+                              f"{type(e).__name__}: {e}") from None
     return state, report + [f"ignored {k}: {v}" for k, v in ignored.items()]
 
 

@@ -264,7 +264,8 @@ def training_loop(cfg: DICTrainConfig) -> Path:
         stopped_early = train_dic(r, st)
     if not stopped_early and st.gan is not None:
         stopped_early = train_dicgan(r, st)
-    if rank == 0 and not state_path.is_file():
+    dist_utils.barrier()  # every rank sees the same answer below, and all of them join save's RNG gather
+    if not state_path.is_file():
         r.save(st)  # a run with nothing to do still leaves a state to resume from
 
     # export (a finished run only), then close
