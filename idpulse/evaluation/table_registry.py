@@ -21,7 +21,7 @@ class Section:
     strategy (`items`), and the fidelity of its rows (PSNR/SSIM; empty: none)."""
 
     table: dict
-    items: dict[str, list[str]] | list[str] = field(default_factory=list)
+    items: dict[str, list[str]] | list[str] | None = None  # None: a table of no faces of its own
     fidelity: dict = field(default_factory=dict)
     fidelity_on: str = ""  # the faces the fidelity rows are on, for the report
 

@@ -262,7 +262,7 @@ def eval_tables(cfg: TablesConfig) -> dict:
               "paper_table2": PAPER_TABLE2, "paper_table3": PAPER_TABLE3, "judges": judges,
               "hashes": hashes, "config": to_dict(cfg), "objective": objective_summary(cfg),
               # the faces behind every row, by dataset and index (their cache files: <strategy>__<item>)
-              "items": {name: sec.items for name, sec in sections.items() if sec.items},
+              "items": {name: sec.items for name, sec in sections.items() if sec.items is not None},
               "seconds": time.time() - t0,
               "results": {"total": cache.count(), "from_earlier_runs": cached_before}}
     if run.main:
