@@ -71,15 +71,20 @@ class FaceDataset(torch.utils.data.Dataset):
         with Image.open(self.files[i]) as im:
             return im.convert("RGB")
 
-    def _load_uint8(self, i: int) -> tuple[torch.Tensor, float]:
+    def _load_uint8(self, i: int, coverage: list | None = None) -> tuple[torch.Tensor, float]:
         """Image i as (3, S, S) uint8 at `size` (framed or resized), and the factor that maps
-        its stored landmarks into it (nan when framing replaced them by the template)."""
+        its stored landmarks into it (nan when framing replaced them by the template). With a
+        `coverage` list, a framed image appends which of its pixels the photo has (`frame_coverage`,
+        (S, S) bool), from the photo already open."""
         im = self.load_pil(i)
         lm = self.landmarks[i] if self.landmarks else None
         if self.frame and lm is not None:
-            from ..align import align_face
+            from ..align import align_face, frame_coverage
 
-            x = align_face(im, lm.astype(np.float64), self.size or im.width)  # (3, S, S) in [0, 1]
+            size = self.size or im.width
+            x = align_face(im, lm.astype(np.float64), size)  # (3, S, S) in [0, 1]
+            if coverage is not None:
+                coverage.append(torch.from_numpy(frame_coverage(lm.astype(np.float64), im.size, size)))
             return (x * 255).round().to(torch.uint8), float("nan")
         w0 = im.width
         if self.size and im.size != (self.size, self.size):
@@ -112,17 +117,26 @@ class FaceDataset(torch.utils.data.Dataset):
             landmarks=[self.landmarks[i] for i in idx] if self.landmarks else [], frame=self.frame,
         )
 
-    def load_uint8(self, progress: bool = True) -> torch.Tensor:
-        """All images at `size` as one (N, 3, S, S) uint8 tensor (for GAN training)."""
+    def load_uint8(self, progress: bool = True, masks: bool = False):
+        """All images at `size` as one (N, 3, S, S) uint8 tensor (for GAN training). With `masks`,
+        also (N, 1, S, S) bool: the pixels that came from the photo (all of them unless framed),
+        each photo read once for both."""
         from tqdm import tqdm
 
-        out = None
+        out = cover = None
         for i in tqdm(range(len(self)), desc="loading images", disable=not progress, unit="img"):
-            a, _ = self._load_uint8(i)
+            found: list = []
+            a, _ = self._load_uint8(i, found if masks else None)
             if out is None:
                 out = torch.empty((len(self), *a.shape), dtype=torch.uint8)
+                cover = torch.ones(len(self), 1, *a.shape[1:], dtype=torch.bool) if masks else None
             out[i] = a
-        return out if out is not None else torch.empty(0, 3, self.size, self.size, dtype=torch.uint8)
+            if found:
+                cover[i, 0] = found[0]
+        if out is None:
+            out = torch.empty(0, 3, self.size, self.size, dtype=torch.uint8)
+            cover = torch.ones(0, 1, self.size, self.size, dtype=torch.bool)
+        return (out, cover) if masks else out
 
 
 def _need(path: Path, what: str) -> Path:

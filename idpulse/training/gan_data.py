@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from .. import distributed as dist_utils
@@ -28,12 +27,12 @@ class TrainingImages:
 def load_training_images(cfg) -> TrainingImages:
     """Every entry of `cfg.data` (a GanTrainConfig) at the generator's resolution, framed where its
     crops need it."""
-    from ..align import frame_coverage
     from ..data import DATASETS, ImageFolder, dataset
 
     size = cfg.generator.resolution
+    names = [n.strip() for n in cfg.data.split(",") if n.strip()]
     sets = []
-    for name in [n.strip() for n in cfg.data.split(",") if n.strip()]:
+    for name in names:
         if name in DATASETS:
             sets.append(dataset(name, split=cfg.split, size=size, data_root=cfg.data_root or None))
         else:
@@ -43,19 +42,10 @@ def load_training_images(cfg) -> TrainingImages:
     if not sets:
         raise UserError("data names no dataset")
     weights = draw_weights(sets, cfg.data_shares, cfg.balance_races)
-    images, masks, any_mask = [], [], False
-    for ds in sets:
-        images.append(ds.load_uint8(progress=dist_utils.is_main()))
-        m = torch.ones(len(ds), 1, size, size, dtype=torch.bool)
-        if ds.frame:
-            for i, lm in enumerate(ds.landmarks):
-                if lm is not None:
-                    with ds.load_pil(i) as im0:
-                        m[i, 0] = torch.from_numpy(frame_coverage(lm.astype(np.float64), im0.size, size))
-            any_mask = True
-        masks.append(m)
-    counts = {n.strip(): len(ds) for n, ds in zip([n for n in cfg.data.split(",") if n.strip()], sets)}
-    return TrainingImages(torch.cat(images), torch.cat(masks) if any_mask else None, weights, counts)
+    images, masks = zip(*(ds.load_uint8(progress=dist_utils.is_main(), masks=True) for ds in sets))
+    any_mask = any(ds.frame for ds in sets)  # else every pixel is a photo's: no masks at all
+    return TrainingImages(torch.cat(images), torch.cat(masks) if any_mask else None, weights,
+                          {name: len(ds) for name, ds in zip(names, sets)})
 
 
 def _draw(data: TrainingImages, n: int) -> torch.Tensor:
