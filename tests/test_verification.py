@@ -53,5 +53,57 @@ def test_pulse_pairs_are_searched_once_per_face_and_judged_at_theta_thr(tmp_path
     assert r["different"] == 1.0 and r["n"] == 5
     save_extractor(f, tmp_path / "f.pt")
     cfg.extractor, cfg.pairs = str(tmp_path / "f.pt"), 10
-    assert "called a different person from their photo: 100.0%" in render(verification(cfg, progress=False,
-                                                                                        pulse_pairs=pp))
+    b = verification(cfg, progress=False, pulse_pairs=pp)
+    assert "called a different person from their photo: 100.0%" in render(b)
+    f.config["theta_thr"] = 181.0
+    save_extractor(f, tmp_path / "f.pt")
+    a = verification(cfg, progress=False, pulse_pairs=pp)
+    from idpulse.evaluation.verification import paired_difference
+
+    d = paired_difference(a, b)  # the same f at two thresholds: the same angles, opposite calls
+    assert d["different"]["mean"] == 1.0 and d["different"]["n"] == 5
+    assert d["angle"]["mean"] == 0.0 and d["angle"]["ci95"] == (0.0, 0.0)
+
+
+def test_two_extractors_are_compared_pair_by_pair(tmp_path):
+    from idpulse.evaluation.verification import paired_difference, public, render_paired
+
+    root = fake_data(tmp_path / "data", n_ids=6, per_id=3)
+    torch.manual_seed(0)
+    f = FaceExtractor(backbone="iresnet18", width=0.125)
+    cfg = VerificationConfig(data_root=str(root / "celeba"), split="train", pairs=40)
+    results = []
+    for name, thr in (("a", 181.0), ("b", 0.0)):  # a calls every pair "same", b every pair "different"
+        f.config["theta_thr"] = thr
+        save_extractor(f, tmp_path / f"{name}.pt")
+        cfg.extractor = str(tmp_path / f"{name}.pt")
+        results.append(verification(cfg, progress=False))
+    d = paired_difference(*results)
+    # both are right on half the pairs, but never on the same ones: b - a is +1 on each Diff pair
+    # and -1 on each Same pair, so the mean is 0 with the widest spread a paired difference has
+    assert results[0]["accuracy"] == results[1]["accuracy"] == 0.5
+    assert d["accuracy"]["mean"] == 0.0 and abs(d["accuracy"]["sd"] - 1.0) < 0.02 and d["accuracy"]["n"] == 80
+    # an extractor against itself: no difference and a zero-width interval
+    same = paired_difference(results[0], results[0])["accuracy"]
+    assert same["mean"] == same["sd"] == 0.0 and same["ci95"] == (0.0, 0.0)
+    assert "b.pt minus a.pt, on the same pairs: verification +0.0 points" in render_paired(d)
+    assert not any(k.startswith("_") for k in public(results[0]))
+
+
+def test_the_command_writes_the_pairwise_difference(tmp_path, capsys):
+    import json
+
+    from idpulse.commands.eval_extractor import main
+
+    root = fake_data(tmp_path / "data", n_ids=6, per_id=3)
+    torch.manual_seed(0)
+    f = FaceExtractor(backbone="iresnet18", width=0.125)
+    f.config["theta_thr"] = 181.0
+    save_extractor(f, tmp_path / "a.pt")
+    f.config["theta_thr"] = 0.0
+    save_extractor(f, tmp_path / "b.pt")
+    main([str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--quiet", f"--data_root={root / 'celeba'}",
+          "--split=train", "--pairs=20", f"--json={tmp_path / 'out.json'}"])
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert len(out) == 2 and "minus_first" not in out[0] and out[1]["minus_first"]["accuracy"]["n"] == 40
+    assert "b.pt minus a.pt, on the same pairs" in capsys.readouterr().out

@@ -9,6 +9,9 @@ extractor's own theta_thr; what the model cards in checkpoints/README.md report.
 --generator.checkpoint=...) and reports how often each extractor calls the result a different
 person from its photo (Table 1's PULSE-Pairs; what Algorithm 2 trains f to see).
 
+With two or more extractors, each after the first is also compared with the first pair by pair
+(the same pairs and PULSE results): the difference and its 95% interval.
+
 Keys of VerificationConfig (idpulse/evaluation/verification.py) can be set as --key=value.
 """
 
@@ -26,7 +29,15 @@ def main(argv=None):
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args, overrides = p.parse_known_args(argv)
     from idpulse.config import load_config
-    from idpulse.evaluation.verification import VerificationConfig, pulse_pair_faces, render, verification
+    from idpulse.evaluation.verification import (
+        VerificationConfig,
+        paired_difference,
+        public,
+        pulse_pair_faces,
+        render,
+        render_paired,
+        verification,
+    )
 
     results, pp = [], None
     for path in args.extractors:
@@ -35,8 +46,14 @@ def main(argv=None):
             pp = pulse_pair_faces(cfg, progress=not args.quiet)
         results.append(verification(cfg, progress=not args.quiet, pulse_pairs=pp))
         print(render(results[-1]))
+    paired = [paired_difference(results[0], r) for r in results[1:]]
+    for d in paired:
+        print(render_paired(d))
     if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+        out = [public(r) for r in results]
+        for r, d in zip(out[1:], paired):
+            r["minus_first"] = d  # this extractor minus the first, pair by pair
+        Path(args.json).write_text(json.dumps(out, indent=2))
 
 
 

@@ -11,6 +11,10 @@ plain PULSE (Eq. 3) upscales the thumbnails of that many held-out photos with `g
 each extractor's `theta_thr` decides whether a result is the photo's person. A face the search
 invented from 64 pixels is not that person: the share called "different" should be high, and
 higher for `f` than for `f_arc`. The searches run once for all the extractors of a command.
+
+Every extractor of a command is judged on the same pairs and the same PULSE results, so two of
+them are compared pair by pair (`paired_difference`): the interval of the difference is far
+narrower than the two accuracies' own intervals suggest.
 """
 
 from __future__ import annotations
@@ -95,7 +99,29 @@ def called_different(f, pp: dict, device, batch: int = 64) -> dict:
                          for s in range(0, len(pp["photos"]), batch)]).cpu()
     k, n = int((ang >= f.theta_thr).sum()), len(ang)
     return {"n": n, "different": k / n, "different_ci95": wilson(k, n), "angle": mean_sd_ci(ang),
-            "searches_accepted": float(pp["accepted"].float().mean())}
+            "searches_accepted": float(pp["accepted"].float().mean()), "_angles": ang}
+
+
+def paired_difference(a: dict, b: dict) -> dict:
+    """b minus a, pair by pair, for two `verification` results on the same pairs (same data,
+    split, pairs and seed): accuracy points, and with PULSE pairs the share called different and
+    the angle. Each entry is `mean_sd_ci` of the per-pair differences: a 95% interval of the mean
+    difference that accounts for the pairs both extractors get right (or wrong)."""
+    if len(a["_correct"]) != len(b["_correct"]):
+        raise ValueError("paired_difference needs results on the same pairs")
+    out = {"a": a["extractor"], "b": b["extractor"],
+           "accuracy": mean_sd_ci(b["_correct"].double() - a["_correct"].double())}
+    pa, pb = a.get("pulse_pairs"), b.get("pulse_pairs")
+    if pa is not None and pb is not None:
+        da, db = pa["_angles"] >= a["theta_thr"], pb["_angles"] >= b["theta_thr"]  # (n,) called different
+        out["different"] = mean_sd_ci(db.double() - da.double())
+        out["angle"] = mean_sd_ci(pb["_angles"].double() - pa["_angles"].double())
+    return out
+
+
+def public(r: dict) -> dict:
+    """r without its per-pair ("_") entries, at any depth: what the JSON keeps."""
+    return {k: public(v) if isinstance(v, dict) else v for k, v in r.items() if not k.startswith("_")}
 
 
 def verification(cfg: VerificationConfig, *, progress: bool = True, pulse_pairs: dict | None = None) -> dict:
@@ -112,10 +138,12 @@ def verification(cfg: VerificationConfig, *, progress: bool = True, pulse_pairs:
     n = len(same) + len(diff)
     k = int((same < f.theta_thr).sum() + (diff >= f.theta_thr).sum())
     best_t, best_acc = best_angle_threshold(same, diff)
+    correct = torch.cat([same < f.theta_thr, diff >= f.theta_thr])  # (2 pairs,) bool, same order for every f
     out = {"extractor": cfg.extractor, "data": DATASETS[cfg.data].title, "split": cfg.split, "pairs": cfg.pairs,
            "theta_thr": f.theta_thr,
            "accuracy": k / n, "accuracy_ci95": wilson(k, n), "best_threshold": best_t,
-           "best_threshold_accuracy": best_acc, "same": mean_sd_ci(same), "diff": mean_sd_ci(diff)}
+           "best_threshold_accuracy": best_acc, "same": mean_sd_ci(same), "diff": mean_sd_ci(diff),
+           "_correct": correct}  # "_" keys: per-pair values for `paired_difference`, not for the JSON
     if pulse_pairs is not None:  # `pulse_pair_faces`'s, made once for every extractor of the command
         out["pulse_pairs"] = called_different(f, pulse_pairs, device)
     return out
@@ -138,3 +166,16 @@ def _render_pulse(p: dict | None) -> str:
     return (f"; PULSE results of {p['n']} held-out thumbnails called a different person from their photo: "
             f"{100 * p['different']:.1f}% ({100 * lo:.1f}-{100 * hi:.1f}), angle {p['angle']['mean']:.1f} "
             f"± {p['angle']['sd']:.1f} ({100 * p['searches_accepted']:.0f}% of the searches within eps)")
+
+
+def render_paired(d: dict) -> str:
+    def pts(m: dict, scale: float = 100.0, unit: str = " points") -> str:
+        lo, hi = m["ci95"]
+        return f"{scale * m['mean']:+.1f}{unit} ({scale * lo:+.1f} to {scale * hi:+.1f})"
+
+    text = (f"{Path(d['b']).name} minus {Path(d['a']).name}, on the same pairs: verification "
+            f"{pts(d['accuracy'])}")
+    if "different" in d:
+        text += (f"; PULSE results called different {pts(d['different'])}, "
+                 f"angle {pts(d['angle'], 1.0, ' deg')}")
+    return text
