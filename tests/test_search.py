@@ -71,6 +71,17 @@ def test_extra_loss_term_is_applied(tiny_generator):
     assert dark.images.mean() < plain.images.mean()
 
 
+def test_an_extra_term_may_not_take_another_terms_name(tiny_generator):
+    """The history keeps each step's losses by name: a clash would silently hide one of them."""
+    term = LossTerm("x", 1.0, lambda img, ws: img.mean(dim=(1, 2, 3)))
+    thumb = torch.rand(1, 3, 4, 4)
+    for name in ("L2", "GEOCROSS", "TOTAL", "DS_RAW"):
+        with pytest.raises(ValueError, match=f"extra loss name '{name}' is taken"):
+            pulse_search(tiny_generator, thumb, steps=1, extra_losses=[LossTerm(name, 1.0, term.fn)])
+    with pytest.raises(ValueError, match="extra loss name 'x' is taken"):
+        pulse_search(tiny_generator, thumb, steps=1, extra_losses=[term, term])
+
+
 def test_init_frames_and_tiling(tiny_generator):
     G = tiny_generator
     v = torch.randn(1, 1, 512)

@@ -117,7 +117,7 @@ def pulse_search(
     """
     _check_arguments(G, thumbnails, steps=steps, num_seeds=num_seeds, noise_type=noise_type, loss=loss,
                      precision=precision, optimizer=optimizer, bad_noise_layers=bad_noise_layers, keys=keys,
-                     lr_schedule=lr_schedule)
+                     lr_schedule=lr_schedule, extra_names=[t.name for t in extra_losses])
     n_img, device, dtype = thumbnails.shape[0], G.device, G.w_mean.dtype
     keys = [str(k) for k in keys] if keys is not None else thumbnail_keys(thumbnails)
     starts = list(range(first_start, first_start + num_seeds))
@@ -149,7 +149,7 @@ def pulse_search(
 # --- 0. the arguments ---------------------------------------------------------------------------------------------
 def _check_arguments(G: SearchableGenerator, thumbnails: torch.Tensor, *, steps: int, num_seeds: int,
                      noise_type: str, loss: str, precision: str, optimizer: str, bad_noise_layers: Sequence[int],
-                     keys: Sequence[str] | None, lr_schedule: str) -> None:
+                     keys: Sequence[str] | None, lr_schedule: str, extra_names: Sequence[str] = ()) -> None:
     """Raises SearchArgumentError (one line, naming the fix) for anything the search cannot run."""
     if thumbnails.ndim != 4 or thumbnails.shape[1] != 3 or thumbnails.shape[2] != thumbnails.shape[3]:
         raise SearchArgumentError(f"thumbnails must be (N, 3, s, s), got {tuple(thumbnails.shape)}")
@@ -176,6 +176,13 @@ def _check_arguments(G: SearchableGenerator, thumbnails: torch.Tensor, *, steps:
     if keys is not None and len(keys) != thumbnails.shape[0]:
         raise SearchArgumentError(f"{len(keys)} keys for {thumbnails.shape[0]} thumbnails: give one key per thumbnail")
     lr_lambda(lr_schedule, steps)  # raises for an unknown schedule
+    # the history keeps each step's losses by name: an extra term must not hide another's
+    taken = {"L2", "L1", "GEOCROSS", "TOTAL", "DS_RAW"}
+    for name in extra_names:
+        if name in taken:
+            raise SearchArgumentError(f"extra loss name {name!r} is taken (by the objective's own terms or another "
+                                      "extra term): give each extra term its own name")
+        taken.add(name)
     if precision == "bf16" and G.w_mean.dtype != torch.float32:
         raise SearchArgumentError(f"precision bf16 needs a float32 generator, this one is {str(G.w_mean.dtype)[6:]}: "
                                   "use precision fp32 (autocast would leave it untouched)")
