@@ -199,7 +199,8 @@ def _conv_geometry(what: str, node: dict) -> tuple[int, str]:
     if fmt != "NHWC" or dil != [1, 1, 1, 1] or len(strides) != 4 or strides[1] != strides[2] \
             or pad not in ("SAME", "VALID"):
         raise CheckpointError(f"{what}: convolution {node['name']} has data_format {fmt}, dilations {dil}, "
-                              f"strides {strides}, padding {pad}; expected NHWC, 1, square, SAME")
+                              f"strides {strides}, padding {pad}; expected NHWC, 1, square, SAME or VALID "
+                              "(VALID only on 1x1 kernels)")
     return strides[1], pad  # strides are NHWC: (1, sh, sw, 1)
 
 
