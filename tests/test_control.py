@@ -149,7 +149,7 @@ def test_a_new_control_is_one_registered_class(tiny_generator, extractor):
 
     @register_control
     class NormLoss(ControlLoss):  # the features' mean towards a requested value, per image
-        name, request, equation = "norm", "norm", "L_norm"
+        name, request = "norm", "norm"
 
         def settings(self, cfg):
             return cfg.weights.get("norm", 1.0), cfg.thresholds.get("norm", 10.0)

@@ -8,7 +8,8 @@ with `@register_control`; `Controls` builds the registered ones whose request it
 
     @register_control
     class AgeLoss(ControlLoss):
-        name, request, equation = "age", "age", "L_age"
+        # Eq. N of docs/equations.md, in the docstring
+        name, request = "age", "age"
         def settings(self, cfg): return cfg.weights.get("age", 5.0), cfg.thresholds.get("age", 0.5)
         def loss(self, feats): ...  # (B, 512) -> (B,)
 
@@ -40,7 +41,6 @@ class ControlLoss:
 
     name: ClassVar[str]  # the term's name: result.extra[name], the threshold test, reports
     request: ClassVar[str]  # the keyword of `Controls` (and the field of the CLI's RequestConfig)
-    equation: ClassVar[str]  # how the objective reads it, e.g. "Eq. 5"
     column: ClassVar[int] = 9  # where its columns go in the CLI's comparison grid (lower: further left)
 
     @classmethod
@@ -112,7 +112,7 @@ class SimLoss(ControlLoss):
     """Eq. 5: L_sim = S_1(I, J) towards photos J of the person (aligned (K, 3, 112, 112)); per
     image its own photo, else the mean over all photos."""
 
-    name, request, equation, column = "sim", "targets", "Eq. 5", 2
+    name, request, column = "sim", "targets", 2
 
     @classmethod
     def singles(cls, targets):
@@ -145,7 +145,7 @@ class SimLoss(ControlLoss):
 class RaceLoss(ControlLoss):
     """Eq. 6: L_race = CE(C_race(f(I)), r) for a race name (or one per image)."""
 
-    name, request, equation, column = "race", "race", "Eq. 6", 0
+    name, request, column = "race", "race", 0
 
     @classmethod
     def singles(cls, race):
@@ -170,7 +170,7 @@ class RaceLoss(ControlLoss):
 class AttrLoss(ControlLoss):
     """Eq. 7: L_attr = sum_(a, v) BCE(C_attr(f(I))_a, v) over the requested attributes."""
 
-    name, request, equation, column = "attr", "attrs", "Eq. 7", 1
+    name, request, column = "attr", "attrs", 1
 
     @classmethod
     def singles(cls, attrs):
@@ -191,3 +191,11 @@ class AttrLoss(ControlLoss):
         per = len(feats) // len(self.value)
         return torch.cat([self.f.attr_head.requested_loss(feats[i * per:(i + 1) * per], req) if req
                           else feats.new_zeros(per) for i, req in enumerate(self.value)])
+
+    def describe(self, feats: torch.Tensor) -> list[dict]:
+        """A shared request: the requested attributes' probabilities only (in place of every one)."""
+        if self.per_image:
+            return super().describe(feats)
+        p = self.f.attr_head(feats).sigmoid()  # (B, 40)
+        names = self.f.attr_head.attribute_names
+        return [{"attribute_probs": {names[i]: row[i] for i in self.value}} for row in p.tolist()]

@@ -132,7 +132,8 @@ class Controls:
     @torch.no_grad()
     def describe(self, images: torch.Tensor) -> list[dict]:
         """Per image (B, 3, R, R): predicted race and attribute probabilities (whatever heads f
-        has), and what each requested control reads (e.g. the angle to each target photo)."""
+        has), then what each requested control reads (e.g. the angle to each target photo; the
+        attribute control narrows the attributes to those requested)."""
         p = next(self.f.parameters())
         feats = self.f(align_afresh(self.align, images.to(p.device, p.dtype)))  # not a search's step
         out = [{} for _ in range(len(images))]
@@ -143,10 +144,8 @@ class Controls:
         if self.f.attr_head is not None:
             p = self.f.attr_head(feats).sigmoid()
             names = self.f.attr_head.attribute_names
-            asked = [c.value for c in self.losses if c.name == "attr" and not self.per_image]
-            shown = list(asked[0]) if asked else range(len(names))
             for d, row in zip(out, p.tolist()):
-                d["attribute_probs"] = {names[i]: row[i] for i in shown}
+                d["attribute_probs"] = dict(zip(names, row))
         for c in self.losses:
             for d, extra in zip(out, c.describe(feats)):
                 d.update(extra)
