@@ -34,7 +34,7 @@ from .. import distributed as dist_utils
 from ..align import DetectedAlign, align_afresh, build_align
 from ..config import at_least, one_of, to_dict, write_run_info
 from ..control import ControlConfig, Controls, objective_text
-from ..data import FaceDataset
+from ..data import DATASETS, FaceDataset
 from ..data.faces import dataset_names, race_dataset_names
 from ..errors import UserError
 from ..extractor import load_extractor
@@ -127,11 +127,19 @@ class _Run:
     dic: torch.nn.Module | None = None  # the DIC of `cfg.dic`, or None
     out: Path = Path(".")
     celeba: FaceDataset | None = None  # `data`'s `split` at the generator's resolution (Tables 1 and 3)
-    faces_name: str = "celeba-test"  # its items' prefix: "<data>-<split>" (a face's random starts follow it)
-    faces_title: str = "CelebA test"  # how the report names them
     race: RaceFaces | None = None  # Table 2's and the race requests' faces
     identity_judge: object = None  # dlib's identity judge, or why it is missing (a string)
     rows: dict = field(default_factory=dict)  # Table 1's photos and rows, for the tables that need them
+
+    @property
+    def faces_name(self) -> str:
+        """The items' prefix of `data`'s faces: "<data>-<split>" (a face's random starts follow it)."""
+        return f"{self.cfg.data}-{self.cfg.split}"
+
+    @property
+    def faces_title(self) -> str:
+        """How the report names `data`'s faces, e.g. "CelebA test"."""
+        return f"{DATASETS[self.cfg.data].title} {self.cfg.split}"
 
     @staticmethod
     def loader(ds, indices: list[int]) -> Loader:
@@ -188,7 +196,7 @@ class RaceFaces:
 
 def race_faces(cfg: TablesConfig, root: Path | None, resolution: int, judge_names: list[str]) -> RaceFaces:
     """The race data the config names; its classes must be the race judge's."""
-    from ..data import DATASETS, race_dataset
+    from ..data import race_dataset
 
     ds, classes = race_dataset(cfg.race_data, cfg.race_root, split="test", size=resolution, frame=True,
                                data_root=root)
@@ -230,7 +238,7 @@ def _setup(cfg: TablesConfig, out: Path) -> tuple[_Run, dict]:
 def eval_tables(cfg: TablesConfig) -> dict:
     """Every table `cfg.tables` names (and what they need), each from its registered function;
     writes report.json and report.md to `cfg.out` and returns the report."""
-    from ..data import DATASETS, dataset
+    from ..data import dataset
 
     t0 = time.time()
     out = Path(cfg.out)
@@ -242,7 +250,6 @@ def eval_tables(cfg: TablesConfig) -> dict:
     run.out = out
     run.race = race_faces(cfg, root, R, run.race_judge.names)  # before any search: a wrong judge is one line
     run.celeba = dataset(cfg.data, split=cfg.split, size=R, frame=None, data_root=root)
-    run.faces_name, run.faces_title = f"{cfg.data}-{cfg.split}", f"{DATASETS[cfg.data].title} {cfg.split}"
     run.identity_judge = _dlib()
     names = selected(cfg.tables)
     sections: dict[str, Section] = {name: TABLES[name].compute(run) for name in names}
