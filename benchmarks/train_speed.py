@@ -29,9 +29,16 @@ from idpulse.cli import run_main
 def gan_rows(args, device, formats) -> list:
     from idpulse.config import load_config
     from idpulse.generator.stylegan import Generator
-    from idpulse.training.augment import diff_augment
     from idpulse.training.discriminator import Discriminator
-    from idpulse.training.gan import GanTrainConfig, TrainingImages, d_step, ema_update, g_step
+    from idpulse.training.gan import (
+        GanTrainConfig,
+        TrainingImages,
+        compile_forward,
+        d_logits_fn,
+        d_step,
+        ema_update,
+        g_step,
+    )
 
     # the architecture, batch and augmentation of the training config (the bundled generator's by default)
     cfg = load_config(GanTrainConfig, args.gan_config, [f"--batch={args.gan_batch}"])
@@ -52,15 +59,7 @@ def gan_rows(args, device, formats) -> list:
         ac = torch.autocast(device.type, dtype=torch.bfloat16) if prec == "bf16" else nullcontext()
         step = [1]  # R1 runs on steps divisible by r1_every: count through them as training does
 
-        D_eager = D.forward
-        if compiled:
-            G.synthesis.forward = torch.compile(G.synthesis.forward)
-            D.forward = torch.compile(D.forward)
-
-        def d_logits(x, eager=False, D=D, D_eager=D_eager, ac=ac):
-            with ac:  # as training: DiffAugment before D; lazy R1's double backward through eager D
-                x = diff_augment(x, cfg.augment) if cfg.augment else x
-                return (D_eager(x) if eager else D(x)).float()
+        d_logits = d_logits_fn(D, compile_forward(G, D, compiled), cfg.augment, ac)  # as training does
 
         def one(G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D, ac=ac, d_logits=d_logits, step=step):
             d_step(G, D, opt_D, d_logits, images, cfg, step[0], device, ac)

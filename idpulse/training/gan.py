@@ -246,15 +246,27 @@ def write_samples(G_ema, fixed: tuple, run: Path, writer, shown: int) -> None:
     writer.add_images("samples", (samples[:16].clamp(-1, 1) + 1) / 2, shown)
 
 
-def compile_forward(st: GanState, enabled: bool):
+def compile_forward(G: Generator, D: torch.nn.Module, enabled: bool):
     """With `enabled`, G's synthesis and D run torch.compile'd forwards (the modules, their
     parameters and state_dict keys stay as they are: checkpoints do not change); -> D's eager
     forward, for the steps that need a double backward (lazy R1)."""
-    eager = st.D.forward
+    eager = D.forward
     if enabled:
-        st.G.synthesis.forward = torch.compile(st.G.synthesis.forward)
-        st.D.forward = torch.compile(st.D.forward)
+        G.synthesis.forward = torch.compile(G.synthesis.forward)
+        D.forward = torch.compile(D.forward)
     return eager
+
+
+def d_logits_fn(D: torch.nn.Module, D_eager, augment: str, autocast):
+    """-> D_logits(x, eager=False): D's float32 logits (B,) of images x (B, 3, R, R), DiffAugment'ed
+    first when `augment` names any; `eager=True` runs D's eager forward (`compile_forward`'s), for
+    lazy R1's double backward."""
+    def D_logits(x: torch.Tensor, eager: bool = False) -> torch.Tensor:
+        with autocast:
+            x = diff_augment(x, augment) if augment else x
+            return (D_eager(x) if eager else D(x)).float()
+
+    return D_logits
 
 
 def _timed_out(cfg: GanTrainConfig, t_start: float, world: int, device) -> bool:
@@ -326,12 +338,7 @@ def training_loop(cfg: GanTrainConfig) -> Path:
     ema_beta = 0.5 ** (batch * world / max(cfg.ema_kimg * 1000, 1e-8))
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(cfg.precision, device))
 
-    D_eager = compile_forward(st, cfg.compile)
-
-    def D_logits(x, eager: bool = False):
-        with autocast:
-            x = diff_augment(x, cfg.augment) if cfg.augment else x
-            return (D_eager(x) if eager else st.D(x)).float()
+    D_logits = d_logits_fn(st.D, compile_forward(st.G, st.D, cfg.compile), cfg.augment, autocast)
 
     def save_state():
         saved = st.state_dict(cfg, device, world)  # every rank joins the RNG gather
