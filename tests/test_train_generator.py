@@ -121,7 +121,40 @@ def test_tight_crops_are_framed_with_their_missing_border_masked():
     x, m = _batch(data, 5, True, torch.device("cpu"))
     assert torch.equal(m, masks[1:].expand(5, -1, -1, -1)) and (x[~m.expand_as(x)] == 0).all()
     assert (x[m.expand_as(x)] == 1).all()
-    assert torch.equal(_fake_masks(data, 3, torch.device("cpu")), masks[1:].expand(3, -1, -1, -1))
+    assert torch.equal(_fake_masks(data, torch.randn(3, 16), torch.device("cpu")), masks[1:].expand(3, -1, -1, -1))
+
+
+def test_each_fake_is_masked_as_the_data_its_z_stands_for():
+    """Two entries, a full-frame one (no masks) and a framed one: a fake's entry follows its z's first
+    coordinate, entries come up at their shares under z ~ N(0, I), and a fake of the framed entry
+    takes a mask of that entry's images (drawn by their weights), one of the other no mask at all."""
+    from idpulse.training.gan_data import TrainingImages, _fake_masks, fake_entries
+
+    shares = torch.tensor([0.7, 0.3], dtype=torch.float64)
+    z = torch.randn(200_000, 4, generator=torch.Generator().manual_seed(0))
+    entry = fake_entries(z, shares)
+    assert abs(float((entry == 1).double().mean()) - 0.3) < 0.005  # 3.5 SD of a 200k-draw share
+    assert torch.equal(entry, (z[:, 0] > torch.special.ndtri(torch.tensor(0.7))).long())  # by z[:, 0] alone
+    three = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    seen = torch.bincount(fake_entries(z, three), minlength=3).double() / len(z)
+    assert torch.allclose(seen, three, atol=0.005)
+
+    masks = torch.ones(5, 1, 4, 4, dtype=torch.bool)  # images 0-1: entry "a", whole; 2-4: entry "b", framed
+    masks[2, :, 0] = False
+    masks[3, :, :, 0] = False
+    masks[4] = False  # weight 0 below: never drawn
+    weights = torch.tensor([0.35, 0.35, 0.15, 0.15, 0.0], dtype=torch.float64)
+    data = TrainingImages(torch.zeros(5, 3, 4, 4, dtype=torch.uint8), masks, weights, {"a": 2, "b": 3})
+    assert torch.equal(data.entry_of(), torch.tensor([0, 0, 1, 1, 1]))
+    assert torch.allclose(data.entry_shares(), shares)
+    z = torch.randn(400, 4, generator=torch.Generator().manual_seed(1))
+    m = _fake_masks(data, z, torch.device("cpu"))
+    of_b = fake_entries(z, shares) == 1
+    assert m[~of_b].all()  # entry a's fakes: whole
+    mb = m[of_b][:, 0]  # (n_b, 4, 4): entry b's fakes, each one of b's masks but never image 4's (weight 0)
+    top_missing, left_missing = (~mb[:, 0]).all(dim=1), (~mb[:, :, 0]).all(dim=1)
+    assert torch.equal(top_missing ^ left_missing, torch.ones(len(mb), dtype=torch.bool))  # image 2's or 3's
+    assert mb.any(dim=(1, 2)).all() and 0.35 < float(top_missing.double().mean()) < 0.65  # half each
 
 
 def test_draw_weights_follow_the_shares_and_balance_races():

@@ -135,10 +135,11 @@ def d_step(G, D, opt_D, D_logits, images: torch.Tensor, cfg, step: int, device, 
     every r1_every steps (gamma/2 * |grad D(real)|^2, scaled by r1_every). -> the losses and logits."""
     G.requires_grad_(False)
     D.requires_grad_(True)
+    z = torch.randn(cfg.batch, G.w_dim, device=device)
     with torch.no_grad(), autocast:
-        fake = G.synthesis(_mixed_ws(G, torch.randn(cfg.batch, G.w_dim, device=device), cfg.style_mixing))
+        fake = G.synthesis(_mixed_ws(G, z, cfg.style_mixing))
     real, _ = _batch(images, cfg.batch, cfg.xflip, device)
-    fake_mask = _fake_masks(images, cfg.batch, device)
+    fake_mask = _fake_masks(images, z, device)  # each fake masked as the data its z stands for
     if fake_mask is not None:
         fake = fake * fake_mask
     do_r1 = cfg.r1_gamma > 0 and step % cfg.r1_every == 0
@@ -158,14 +159,14 @@ def d_step(G, D, opt_D, D_logits, images: torch.Tensor, cfg, step: int, device, 
 
 
 def g_step(G, D, opt_G, D_logits, images, cfg, device, autocast) -> torch.Tensor:
-    """The generator's step: the non-saturating loss softplus(-D(G(z))), with style mixing (fakes
-    masked like the reals, see `_fake_masks`)."""
+    """The generator's step: the non-saturating loss softplus(-D(G(z))), with style mixing (each
+    fake masked as the data entry its z stands for, see `gan_data`)."""
     G.requires_grad_(True)
     D.requires_grad_(False)
     z = torch.randn(cfg.batch, G.w_dim, device=device)
     with autocast:
         fake = G.synthesis(_mixed_ws(G, z, cfg.style_mixing))
-    fake_mask = _fake_masks(images, cfg.batch, device)
+    fake_mask = _fake_masks(images, z, device)
     if fake_mask is not None:
         fake = fake * fake_mask
     loss_G = F.softplus(-D_logits(fake.float())).mean()

@@ -1,5 +1,17 @@
 """The GAN's training images in memory: several datasets at once, UTKFace's tight crops framed with
-their missing border masked, drawn by per-image weights (`data.sampling.draw_weights`)."""
+their missing border masked, drawn by per-image weights (`data.sampling.draw_weights`).
+
+Masks and what G must learn. A framed tight crop shows D only its face; a CelebA crop shows the
+whole frame. If each fake took a mask drawn at random, D would compare masked fakes with masked
+UTKFace faces and whole fakes with CelebA faces, and one G would have to make faces whose centre
+looks like UTKFace's (all ages, five races equally often) and, the same faces, whose whole frame
+looks like CelebA's: no G can do both, so the game has no equilibrium (a run trained that way
+grew one shared artefact across every sample's eyes). So the data entry a fake stands for follows
+its own z (`fake_entries`: which share of N(0, 1) its first coordinate falls in), and it takes a
+mask of that entry: G learns, from z, to make UTKFace-like faces where they will be masked and
+CelebA-like faces where they will not, and plain `G(z)` with z ~ N(0, I) draws the entries at
+their shares. The exported generator is a plain StyleGAN (PULSE's layout): no label, no new weights.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +33,15 @@ class TrainingImages:
     images: torch.Tensor  # (N, 3, S, S) uint8
     masks: torch.Tensor | None  # (N, 1, S, S) bool
     weights: torch.Tensor  # (N,) float64, sums to 1
-    counts: dict  # entry of `data` -> number of images
+    counts: dict  # entry of `data` -> number of images, in `data`'s order (images are stored in it)
+
+    def entry_of(self) -> torch.Tensor:
+        """(N,) long: the index in `data` of the entry each image comes from."""
+        return torch.repeat_interleave(torch.arange(len(self.counts)), torch.tensor(list(self.counts.values())))
+
+    def entry_shares(self) -> torch.Tensor:
+        """(K,) float64: the share of the draws each entry of `data` gets."""
+        return torch.zeros(len(self.counts), dtype=torch.float64).index_add_(0, self.entry_of(), self.weights)
 
 
 def load_training_images(cfg) -> TrainingImages:
@@ -64,9 +84,25 @@ def _batch(data: TrainingImages, n: int, xflip: bool, device: torch.device) -> t
     return (x * m if m is not None else x), m
 
 
-def _fake_masks(data: TrainingImages, n: int, device: torch.device) -> torch.Tensor | None:
-    """Masks for n fakes, drawn as the reals' are: D cannot tell real from fake by where the
-    pixels are missing, and G is never asked to paint the empty border of a tight crop."""
+def fake_entries(z: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
+    """The entry of `data` each fake stands for, from its z (B, 512): entry k where z[:, 0] lies
+    between the normal quantiles at the cumulative shares before and after k; -> (B,) long.
+    With z ~ N(0, I) each entry comes up at its share."""
+    cuts = torch.special.ndtri(shares.cumsum(0)[:-1].clamp(0, 1)).to(z.device, z.dtype)  # (K-1,) ascending
+    return torch.searchsorted(cuts, z[:, 0].contiguous(), right=True)
+
+
+def _fake_masks(data: TrainingImages, z: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+    """Masks for the fakes of latents z (B, 512): each a mask of the entry its z stands for
+    (`fake_entries`), drawn with that entry's weights, so masked fakes meet masked reals of the
+    same data and G is never asked to paint the empty border of a tight crop. (B, 1, S, S) bool."""
     if data.masks is None:
         return None
-    return data.masks[_draw(data, n)].to(device)
+    entry, image_entry = fake_entries(z, data.entry_shares()).cpu(), data.entry_of()
+    idx = torch.empty(len(z), dtype=torch.long)
+    for k in range(len(data.counts)):
+        rows = (entry == k).nonzero()[:, 0]
+        if len(rows):
+            w = torch.where(image_entry == k, data.weights, torch.zeros_like(data.weights))
+            idx[rows] = torch.multinomial(w, len(rows), replacement=True)
+    return data.masks[idx].to(device)
