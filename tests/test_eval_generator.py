@@ -16,6 +16,8 @@ from idpulse.evaluation.generator_report import (
     class_shares,
     generator_report,
     random_samples,
+    sample_latents,
+    samples_by_data,
     training_race_shares,
     training_recipe,
 )
@@ -88,6 +90,26 @@ def test_random_samples_are_seeded(tiny_generator):
     assert torch.equal(a[:3], random_samples(tiny_generator, 3, seed=3, device="cpu", batch=3))  # a prefix of them
     assert not torch.equal(a, random_samples(tiny_generator, 6, seed=4, device="cpu", batch=3))
     assert random_samples(tiny_generator, 4, seed=3, device="cpu", size=8).shape == (4, 3, 8, 8)
+    # the samples are G's of sample_latents' z
+    z = sample_latents(6, 3, tiny_generator.w_dim, batch=3)
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        first = ((tiny_generator(z[:3]) + 1) / 2).clamp(0, 1)
+    assert torch.equal(first, a[:3])
+
+
+def test_samples_are_grouped_by_the_data_their_z_stands_for():
+    """As GAN training assigns them (`data.sampling.latent_entries`): by z[:, 0] at the recorded shares."""
+    z = sample_latents(400, 0, 8)
+    samples = torch.arange(400.0)[:, None, None, None].expand(-1, 3, 2, 2)  # sample i is all i
+    groups = samples_by_data(samples, z, {"data": "celeba,utkface", "data_shares": [0.65, 0.35]}, per_entry=5)
+    cut = float(torch.special.ndtri(torch.tensor(0.65, dtype=torch.float64)))
+    (n0, x0, k0), (n1, x1, k1) = groups
+    assert (n0, n1) == ("celeba", "utkface") and k0 + k1 == 400 and 0.55 < k0 / 400 < 0.75
+    assert x0.shape == x1.shape == (5, 3, 2, 2)
+    assert all(z[int(x[0, 0, 0]), 0] <= cut for x in x0) and all(z[int(x[0, 0, 0]), 0] > cut for x in x1)
+    assert samples_by_data(samples, z, {"data": "celeba"}) == []  # one dataset: nothing to group
+    assert samples_by_data(samples, z, {"data": "celeba,utkface"}) == []  # no shares recorded
 
 
 def test_class_shares():
@@ -148,3 +170,21 @@ def test_report_descriptor_fd_and_race_shares(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "## Fréchet distance of dlib face descriptors" in md and "| Black, Asian or Indian |" in md
     assert (tmp_path / "samples.png").is_file() and not list(tmp_path.glob("pulse_*px.png"))
+
+
+def test_report_of_a_generator_trained_on_two_datasets_shows_each_ones_samples(tmp_path, tiny_generator):
+    from PIL import Image
+
+    from idpulse.generator.weights import save_generator
+
+    save_generator(tiny_generator, tmp_path / "g.pt", meta={"data": "celeba,utkface", "split": "train",
+                                                            "data_shares": [0.65, 0.35]})
+    cfg = load_config(GeneratorReportConfig, None, [f"--out={tmp_path / 'r'}", "--sizes=[]", "--fd_faces=0",
+                                                    "--race_samples=0", f"--generator.checkpoint={tmp_path / 'g.pt'}"])
+    r = generator_report(cfg, progress=False)
+    by = r["samples_by_data"]
+    assert [d["data"] for d in by] == ["celeba", "utkface"] and sum(d["of_samples"] for d in by) == 64
+    assert all(d["shown"] == min(16, d["of_samples"]) for d in by)
+    rows = sum((d["shown"] + 7) // 8 for d in by)
+    assert Image.open(tmp_path / "r" / "samples_by_data.png").size[1] >= rows * 16
+    assert "standing for CelebA" in (tmp_path / "r" / "report.md").read_text()

@@ -128,15 +128,16 @@ def test_each_fake_is_masked_as_the_data_its_z_stands_for():
     """Two entries, a full-frame one (no masks) and a framed one: a fake's entry follows its z's first
     coordinate, entries come up at their shares under z ~ N(0, I), and a fake of the framed entry
     takes a mask of that entry's images (drawn by their weights), one of the other no mask at all."""
-    from idpulse.training.gan_data import TrainingImages, _fake_masks, fake_entries
+    from idpulse.data.sampling import latent_entries
+    from idpulse.training.gan_data import TrainingImages, _fake_masks
 
     shares = torch.tensor([0.7, 0.3], dtype=torch.float64)
     z = torch.randn(200_000, 4, generator=torch.Generator().manual_seed(0))
-    entry = fake_entries(z, shares)
+    entry = latent_entries(z, shares)
     assert abs(float((entry == 1).double().mean()) - 0.3) < 0.005  # 3.5 SD of a 200k-draw share
     assert torch.equal(entry, (z[:, 0] > torch.special.ndtri(torch.tensor(0.7))).long())  # by z[:, 0] alone
     three = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
-    seen = torch.bincount(fake_entries(z, three), minlength=3).double() / len(z)
+    seen = torch.bincount(latent_entries(z, three), minlength=3).double() / len(z)
     assert torch.allclose(seen, three, atol=0.005)
 
     masks = torch.ones(5, 1, 4, 4, dtype=torch.bool)  # images 0-1: entry "a", whole; 2-4: entry "b", framed
@@ -149,7 +150,7 @@ def test_each_fake_is_masked_as_the_data_its_z_stands_for():
     assert torch.allclose(data.entry_shares(), shares)
     z = torch.randn(400, 4, generator=torch.Generator().manual_seed(1))
     m = _fake_masks(data, z, torch.device("cpu"))
-    of_b = fake_entries(z, shares) == 1
+    of_b = latent_entries(z, shares) == 1
     assert m[~of_b].all()  # entry a's fakes: whole
     mb = m[of_b][:, 0]  # (n_b, 4, 4): entry b's fakes, each one of b's masks but never image 4's (weight 0)
     top_missing, left_missing = (~mb[:, 0]).all(dim=1), (~mb[:, :, 0]).all(dim=1)

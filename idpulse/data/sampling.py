@@ -27,3 +27,14 @@ def draw_weights(sets: list, shares: list[float], balance_races: bool) -> torch.
         out.append(w)
     w = torch.cat(out)
     return w / w.sum()
+
+
+def latent_entries(z: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
+    """The data entry a generator's latent stands for when it trained on several datasets
+    (`training/gan_data.py`): entry k where z[:, 0] lies between the normal quantiles at the
+    cumulative `shares` (K,) before and after k; z (B, 512) -> (B,) long. With z ~ N(0, I) each
+    entry comes up at its share."""
+    shares = torch.as_tensor(shares, dtype=torch.float64)
+    shares = shares / shares.sum()
+    cuts = torch.special.ndtri(shares.cumsum(0)[:-1].clamp(0, 1)).to(z.device, z.dtype)  # (K-1,) ascending
+    return torch.searchsorted(cuts, z[:, 0].contiguous(), right=True)

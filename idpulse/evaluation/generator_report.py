@@ -106,6 +106,10 @@ def generator_report(cfg: GeneratorReportConfig, *, progress: bool = True) -> di
     grid = samples[:64] if px == G.resolution else random_samples(G, 64, cfg.sample_seed, device)
     make_grid(list(grid), ncol=8, pad=0).save(out / "samples.png")
     report.update(sample_seed=cfg.sample_seed, measure_px=px)
+    by_data = samples_by_data(samples, sample_latents(len(samples), cfg.sample_seed, G.w_dim), training_recipe(cfg))
+    if by_data:  # each dataset's faces apart: a framed dataset's were trained on their centre alone
+        make_grid([x for _, xs, _ in by_data for x in xs], ncol=8, pad=0).save(out / "samples_by_data.png")
+        report["samples_by_data"] = [{"data": name, "shown": len(xs), "of_samples": k} for name, xs, k in by_data]
     report["descriptor_fd"] = descriptor_fd(cfg, samples[:cfg.fd_faces], px)
     report["race"] = race_report(cfg, samples[:cfg.race_samples], px, device)
     (out / "report.json").write_text(json.dumps(report, indent=2))
@@ -120,16 +124,35 @@ def random_samples(G, n: int, seed: int, device, size: int = 0, batch: int = 64)
     global RNG's noise inside a fork: the caller's state is left as it was), so the same samples come
     on every run, and for k a multiple of `batch` the first k of n are a call for k's; S = size if
     smaller than G's resolution (bilinear, antialiased), else that resolution."""
-    gen = torch.Generator().manual_seed(seed)
     out = []
     with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
         torch.manual_seed(seed)
-        for s in range(0, n, batch):
-            x = ((G(torch.randn(min(batch, n - s), G.w_dim, generator=gen).to(device)) + 1) / 2).clamp(0, 1)
+        for z in sample_latents(n, seed, G.w_dim, batch).split(batch):
+            x = ((G(z.to(device)) + 1) / 2).clamp(0, 1)
             if size and size < x.shape[-1]:
                 x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True).clamp(0, 1)
             out.append(x.cpu())
     return torch.cat(out)
+
+
+def sample_latents(n: int, seed: int, w_dim: int, batch: int = 64) -> torch.Tensor:
+    """The z (n, w_dim) of `random_samples`' samples: drawn `batch` at a time from one generator
+    seeded with `seed`."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.cat([torch.randn(min(batch, n - s), w_dim, generator=gen) for s in range(0, n, batch)])
+
+
+def samples_by_data(samples: torch.Tensor, z: torch.Tensor, recipe: dict, per_entry: int = 16) -> list:
+    """For a generator trained on several datasets with `data_shares`: per entry of its `data`,
+    (name, up to `per_entry` of the samples whose z stands for it (`data.sampling.latent_entries`),
+    how many of all the samples it has); [] otherwise. samples (n, 3, S, S), z (n, 512)."""
+    from ..data.sampling import latent_entries
+
+    names = [n.strip() for n in recipe.get("data", "").split(",") if n.strip()]
+    if len(names) < 2 or len(recipe.get("data_shares") or []) != len(names):
+        return []
+    entry = latent_entries(z, torch.tensor(recipe["data_shares"], dtype=torch.float64))
+    return [(name, samples[entry == k][:per_entry], int((entry == k).sum())) for k, name in enumerate(names)]
 
 
 def descriptor_fd(cfg: GeneratorReportConfig, samples: torch.Tensor, resolution: int) -> dict:
@@ -248,9 +271,10 @@ def race_report(cfg: GeneratorReportConfig, samples: torch.Tensor, resolution: i
 
 
 def _title(name: str) -> str:
+    """A registered dataset's title; a folder (GAN training also takes those) by its path."""
     from ..data import DATASETS
 
-    return DATASETS[name].title
+    return DATASETS[name].title if name in DATASETS else name
 
 
 def render_markdown(r: dict) -> str:
@@ -275,6 +299,12 @@ def render_markdown(r: dict) -> str:
     lines += ["", *fd_markdown(r["descriptor_fd"]), *race_markdown(r["race"])]
     lines += [f"Random samples (`samples.png`, the first 64 of the measured ones, seed {r['sample_seed']}):", "",
               "![samples](samples.png)", ""]
+    if r.get("samples_by_data"):
+        parts = ", then ".join(f"{d['shown']} standing for {_title(d['data'])} ({d['of_samples']} of the samples)"
+                               for d in r["samples_by_data"])
+        lines += [f"The same samples by the training data their z stands for (`samples_by_data.png`): {parts}. "
+                  "A framed dataset's faces were trained on their centre alone; their border is the "
+                  "generator's own.", "", "![samples by data](samples_by_data.png)", ""]
     for size in r["sizes"]:
         lines += [f"Held-out faces, their {size}x{size} thumbnails and PULSE's best result "
                   f"(`pulse_{size}px.png`):", "", f"![pulse {size}px](pulse_{size}px.png)", ""]

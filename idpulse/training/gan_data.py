@@ -7,10 +7,11 @@ UTKFace faces and whole fakes with CelebA faces, and one G would have to make fa
 looks like UTKFace's (all ages, five races equally often) and, the same faces, whose whole frame
 looks like CelebA's: no G can do both, so the game has no equilibrium (a run trained that way
 grew one shared artefact across every sample's eyes). So the data entry a fake stands for follows
-its own z (`fake_entries`: which share of N(0, 1) its first coordinate falls in), and it takes a
-mask of that entry: G learns, from z, to make UTKFace-like faces where they will be masked and
-CelebA-like faces where they will not, and plain `G(z)` with z ~ N(0, I) draws the entries at
-their shares. The exported generator is a plain StyleGAN (PULSE's layout): no label, no new weights.
+its own z (`data.sampling.latent_entries`: which share of N(0, 1) its first coordinate falls in),
+and it takes a mask of that entry: G learns, from z, to make UTKFace-like faces where they will
+be masked and CelebA-like faces where they will not, and plain `G(z)` with z ~ N(0, I) draws the
+entries at their shares. The exported generator is a plain StyleGAN (PULSE's layout): no label,
+no new weights.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import distributed as dist_utils
-from ..data.sampling import draw_weights
+from ..data.sampling import draw_weights, latent_entries
 from ..errors import UserError
 
 
@@ -84,21 +85,14 @@ def _batch(data: TrainingImages, n: int, xflip: bool, device: torch.device) -> t
     return (x * m if m is not None else x), m
 
 
-def fake_entries(z: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
-    """The entry of `data` each fake stands for, from its z (B, 512): entry k where z[:, 0] lies
-    between the normal quantiles at the cumulative shares before and after k; -> (B,) long.
-    With z ~ N(0, I) each entry comes up at its share."""
-    cuts = torch.special.ndtri(shares.cumsum(0)[:-1].clamp(0, 1)).to(z.device, z.dtype)  # (K-1,) ascending
-    return torch.searchsorted(cuts, z[:, 0].contiguous(), right=True)
-
-
 def _fake_masks(data: TrainingImages, z: torch.Tensor, device: torch.device) -> torch.Tensor | None:
     """Masks for the fakes of latents z (B, 512): each a mask of the entry its z stands for
-    (`fake_entries`), drawn with that entry's weights, so masked fakes meet masked reals of the
-    same data and G is never asked to paint the empty border of a tight crop. (B, 1, S, S) bool."""
+    (`data.sampling.latent_entries`), drawn with that entry's weights, so masked fakes meet masked
+    reals of the same data and G is never asked to paint the empty border of a tight crop.
+    -> (B, 1, S, S) bool."""
     if data.masks is None:
         return None
-    entry, image_entry = fake_entries(z, data.entry_shares()).cpu(), data.entry_of()
+    entry, image_entry = latent_entries(z, data.entry_shares()).cpu(), data.entry_of()
     idx = torch.empty(len(z), dtype=torch.long)
     for k in range(len(data.counts)):
         rows = (entry == k).nonzero()[:, 0]
