@@ -108,7 +108,10 @@ def generator_report(cfg: GeneratorReportConfig, *, progress: bool = True) -> di
     report.update(sample_seed=cfg.sample_seed, measure_px=px)
     by_data = samples_by_data(samples, sample_latents(len(samples), cfg.sample_seed, G.w_dim), training_recipe(cfg))
     if by_data:  # each dataset's faces apart: a framed dataset's were trained on their centre alone
-        make_grid([x for _, xs, _ in by_data for x in xs], ncol=8, pad=0).save(out / "samples_by_data.png")
+        tiles = []
+        for _, xs, _ in by_data:  # each entry from a new row; white tiles fill its last one
+            tiles += list(xs) + [torch.ones_like(samples[0])] * (-len(xs) % 8)
+        make_grid(tiles, ncol=8, pad=0).save(out / "samples_by_data.png")
         report["samples_by_data"] = [{"data": name, "shown": len(xs), "of_samples": k} for name, xs, k in by_data]
     report["descriptor_fd"] = descriptor_fd(cfg, samples[:cfg.fd_faces], px)
     report["race"] = race_report(cfg, samples[:cfg.race_samples], px, device)
@@ -301,7 +304,7 @@ def render_markdown(r: dict) -> str:
               "![samples](samples.png)", ""]
     if r.get("samples_by_data"):
         parts = ", then ".join(f"{d['shown']} standing for {_title(d['data'])} ({d['of_samples']} of the samples)"
-                               for d in r["samples_by_data"])
+                               for d in r["samples_by_data"])  # each entry starts a row of 8
         lines += [f"The same samples by the training data their z stands for (`samples_by_data.png`): {parts}. "
                   "A framed dataset's faces were trained on their centre alone; their border is the "
                   "generator's own.", "", "![samples by data](samples_by_data.png)", ""]
