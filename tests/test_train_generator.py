@@ -118,7 +118,8 @@ def test_tight_crops_are_framed_with_their_missing_border_masked():
     masks = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
     masks[1, :, 2:6, 2:6] = True  # image 0 has no pixels at all, image 1 a window
     data = TrainingImages(images, masks, torch.tensor([0.0, 1.0], dtype=torch.float64), {"x": 2})
-    x, m = _batch(data, 5, True, torch.device("cpu"))
+    x, m, idx = _batch(data, 5, True, torch.device("cpu"))
+    assert torch.equal(idx, torch.ones(5, dtype=torch.long))  # image 0 has weight 0
     assert torch.equal(m, masks[1:].expand(5, -1, -1, -1)) and (x[~m.expand_as(x)] == 0).all()
     assert (x[m.expand_as(x)] == 1).all()
     assert torch.equal(_fake_masks(data, torch.randn(3, 16), torch.device("cpu")), masks[1:].expand(3, -1, -1, -1))
@@ -218,3 +219,19 @@ def test_training_on_celeba_and_framed_utkface_runs_with_masked_fakes(tmp_path):
     r = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert load_generator(run / "generator.pt").resolution == 16
+
+
+def test_d_logits_are_logged_per_dataset():
+    """With several datasets, D's mean logit per dataset for reals (by image) and fakes (by the entry
+    their z stands for): whether each dataset's fakes pass as well as its reals."""
+    from idpulse.training.gan_data import TrainingImages, entry_logits
+
+    data = TrainingImages(torch.zeros(5, 3, 4, 4, dtype=torch.uint8), None,
+                          torch.full((5,), 0.2, dtype=torch.float64), {"a": 2, "b": 3})
+    z = torch.zeros(4, 8)
+    z[:2, 0], z[2:, 0] = -1.0, 1.0  # shares 0.4 / 0.6: the cut is at ndtri(0.4) = -0.25
+    r = entry_logits(data, torch.tensor([1.0, 3.0, 10.0]), torch.tensor([0, 1, 4]),
+                     torch.tensor([-1.0, -3.0, 5.0, 7.0]), z)
+    assert r == {"real_a": 2.0, "real_b": 10.0, "fake_a": -2.0, "fake_b": 6.0}
+    one = TrainingImages(data.images, None, data.weights, {"a": 5})
+    assert entry_logits(one, torch.zeros(3), torch.tensor([0, 1, 2]), torch.zeros(4), z) == {}

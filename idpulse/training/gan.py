@@ -30,7 +30,7 @@ from ..generator.weights import save_generator
 from ..precision import uses_bf16
 from .augment import diff_augment
 from .discriminator import Discriminator
-from .gan_data import TrainingImages, _batch, _fake_masks, load_training_images
+from .gan_data import TrainingImages, _batch, _fake_masks, entry_logits, load_training_images
 
 
 @dataclass
@@ -138,7 +138,7 @@ def d_step(G, D, opt_D, D_logits, images: torch.Tensor, cfg, step: int, device, 
     z = torch.randn(cfg.batch, G.w_dim, device=device)
     with torch.no_grad(), autocast:
         fake = G.synthesis(_mixed_ws(G, z, cfg.style_mixing))
-    real, _ = _batch(images, cfg.batch, cfg.xflip, device)
+    real, _, real_idx = _batch(images, cfg.batch, cfg.xflip, device)
     fake_mask = _fake_masks(images, z, device)  # each fake masked as the data its z stands for
     if fake_mask is not None:
         fake = fake * fake_mask
@@ -155,7 +155,8 @@ def d_step(G, D, opt_D, D_logits, images: torch.Tensor, cfg, step: int, device, 
     loss_D.backward()
     dist_utils.average_gradients(D)
     opt_D.step()
-    return {"loss_D": loss_D, "r1": r1, "logit_r": logit_r, "logit_f": logit_f}
+    return {"loss_D": loss_D, "r1": r1, "logit_r": logit_r, "logit_f": logit_f,
+            "by_entry": lambda: entry_logits(images, logit_r, real_idx, logit_f, z)}  # read when logged
 
 
 def g_step(G, D, opt_G, D_logits, images, cfg, device, autocast) -> torch.Tensor:
@@ -235,6 +236,8 @@ def log_step(writer, bar, d: dict, loss_G: torch.Tensor, shown: int) -> None:
     for k, v in {"loss/D": d["loss_D"], "loss/G": loss_G, "loss/r1": d["r1"],
                  "logits/real": d["logit_r"].mean(), "logits/fake": d["logit_f"].mean()}.items():
         writer.add_scalar(k, v.item(), shown)
+    for k, v in d["by_entry"]().items():  # several datasets: D's logits per dataset, reals and fakes
+        writer.add_scalar(f"logits_by_data/{k}", v, shown)
     bar.set_postfix(D=f"{d['loss_D'].item():.3f}", G=f"{loss_G.item():.3f}")
 
 

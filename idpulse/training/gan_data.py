@@ -73,8 +73,10 @@ def _draw(data: TrainingImages, n: int) -> torch.Tensor:
     return torch.multinomial(data.weights, n, replacement=True)  # (n,) image indices
 
 
-def _batch(data: TrainingImages, n: int, xflip: bool, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """n reals in [-1, 1] (n, 3, S, S), zero outside their masks, and those masks (n, 1, S, S)."""
+def _batch(data: TrainingImages, n: int, xflip: bool,
+           device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """n reals in [-1, 1] (n, 3, S, S), zero outside their masks, those masks (n, 1, S, S), and
+    which images they are (n,)."""
     idx = _draw(data, n)
     x = data.images[idx].to(device).float() / 127.5 - 1.0  # (n, 3, S, S) in [-1, 1]
     m = data.masks[idx].to(device) if data.masks is not None else None
@@ -82,7 +84,24 @@ def _batch(data: TrainingImages, n: int, xflip: bool, device: torch.device) -> t
         flip = (torch.rand(n, device=device) < 0.5)[:, None, None, None]
         x = torch.where(flip, x.flip(3), x)
         m = torch.where(flip, m.flip(3), m) if m is not None else None
-    return (x * m if m is not None else x), m
+    return (x * m if m is not None else x), m, idx
+
+
+def entry_logits(data: TrainingImages, logit_r: torch.Tensor, real_idx: torch.Tensor, logit_f: torch.Tensor,
+                 z: torch.Tensor) -> dict[str, float]:
+    """D's mean logit per entry of `data` for one step's reals (by their images) and fakes (by the
+    entry their z stands for): {"real_<name>": ..., "fake_<name>": ...}, entries absent from the
+    batch left out; {} with a single entry. Whether D finds each entry's fakes as real as its reals."""
+    if len(data.counts) < 2:
+        return {}
+    out = {}
+    for side, logit, entry in (("real", logit_r, data.entry_of()[real_idx.cpu()]),
+                               ("fake", logit_f, latent_entries(z, data.entry_shares()).cpu())):
+        for k, name in enumerate(data.counts):
+            sel = entry == k
+            if sel.any():
+                out[f"{side}_{name}"] = float(logit.detach().cpu()[sel].mean())
+    return out
 
 
 def _fake_masks(data: TrainingImages, z: torch.Tensor, device: torch.device) -> torch.Tensor | None:
