@@ -147,8 +147,8 @@ def test_each_fake_is_masked_as_the_data_its_z_stands_for():
     masks[4] = False  # weight 0 below: never drawn
     weights = torch.tensor([0.35, 0.35, 0.15, 0.15, 0.0], dtype=torch.float64)
     data = TrainingImages(torch.zeros(5, 3, 4, 4, dtype=torch.uint8), masks, weights, {"a": 2, "b": 3})
-    assert torch.equal(data.entry_of(), torch.tensor([0, 0, 1, 1, 1]))
-    assert torch.allclose(data.entry_shares(), shares)
+    assert torch.equal(data.entry_of, torch.tensor([0, 0, 1, 1, 1]))
+    assert torch.allclose(data.entry_shares, shares)
     z = torch.randn(400, 4, generator=torch.Generator().manual_seed(1))
     m = _fake_masks(data, z, torch.device("cpu"))
     of_b = latent_entries(z, shares) == 1
@@ -212,7 +212,7 @@ def test_training_on_celeba_and_framed_utkface_runs_with_masked_fakes(tmp_path):
     data = load_training_images(cfg)
     n_c = data.counts["celeba"]
     assert data.masks[:n_c].all() and not data.masks[n_c:].all(dim=(1, 2, 3)).any()
-    assert torch.allclose(data.entry_shares(), torch.tensor([0.5, 0.5], dtype=torch.float64))
+    assert torch.allclose(data.entry_shares, torch.tensor([0.5, 0.5], dtype=torch.float64))
 
     run = tmp_path / "run"
     args = [a for a in _args(tmp_path, run, 3) if not a.startswith("--data=")] + over

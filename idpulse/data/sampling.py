@@ -7,6 +7,12 @@ import torch
 from ..errors import UserError
 
 
+def data_entries(spec: str) -> list[str]:
+    """A comma list of training data (GAN training's `data`, a checkpoint's record of it) -> its
+    entries, dataset names or folders, in order: "celeba, utkface" -> ["celeba", "utkface"]."""
+    return [n.strip() for n in spec.split(",") if n.strip()]
+
+
 def draw_weights(sets: list, shares: list[float], balance_races: bool) -> torch.Tensor:
     """Per-image draw probabilities: each dataset's share spread over its images (equally, or
     equally over its races with `balance_races`)."""

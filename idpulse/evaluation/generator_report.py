@@ -149,9 +149,9 @@ def samples_by_data(samples: torch.Tensor, z: torch.Tensor, recipe: dict, per_en
     """For a generator trained on several datasets with `data_shares`: per entry of its `data`,
     (name, up to `per_entry` of the samples whose z stands for it (`data.sampling.latent_entries`),
     how many of all the samples it has); [] otherwise. samples (n, 3, S, S), z (n, 512)."""
-    from ..data.sampling import latent_entries
+    from ..data.sampling import data_entries, latent_entries
 
-    names = [n.strip() for n in recipe.get("data", "").split(",") if n.strip()]
+    names = data_entries(recipe.get("data", ""))
     if len(names) < 2 or len(recipe.get("data_shares") or []) != len(names):
         return []
     entry = latent_entries(z, torch.tensor(recipe["data_shares"], dtype=torch.float64))
@@ -227,11 +227,11 @@ def training_race_shares(judge, recipe: dict, resolution: int, draws: int, devic
     The datasets are read from the shared data ($IDPULSE_SHARED/data/<name>). {"skipped": why} when
     the checkpoint records no data or a dataset cannot be read."""
     from ..data import DATASETS, dataset
-    from ..data.sampling import draw_weights
+    from ..data.sampling import data_entries, draw_weights
 
     if not recipe:
         return {"skipped": "the generator's checkpoint records no training data"}
-    names = [n.strip() for n in recipe["data"].split(",") if n.strip()]
+    names = data_entries(recipe["data"])
     if any(n not in DATASETS for n in names):
         return {"skipped": f"training data {recipe['data']!r} is not all registered datasets"}
     try:

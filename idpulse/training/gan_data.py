@@ -17,11 +17,12 @@ no new weights.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
 from .. import distributed as dist_utils
-from ..data.sampling import draw_weights, latent_entries
+from ..data.sampling import data_entries, draw_weights, latent_entries
 from ..errors import UserError
 
 
@@ -36,13 +37,16 @@ class TrainingImages:
     weights: torch.Tensor  # (N,) float64, sums to 1
     counts: dict  # entry of `data` -> number of images, in `data`'s order (images are stored in it)
 
+    # computed once per run (every step's fake masks read them)
+    @cached_property
     def entry_of(self) -> torch.Tensor:
         """(N,) long: the index in `data` of the entry each image comes from."""
         return torch.repeat_interleave(torch.arange(len(self.counts)), torch.tensor(list(self.counts.values())))
 
+    @cached_property
     def entry_shares(self) -> torch.Tensor:
         """(K,) float64: the share of the draws each entry of `data` gets."""
-        return torch.zeros(len(self.counts), dtype=torch.float64).index_add_(0, self.entry_of(), self.weights)
+        return torch.zeros(len(self.counts), dtype=torch.float64).index_add_(0, self.entry_of, self.weights)
 
 
 def load_training_images(cfg) -> TrainingImages:
@@ -51,7 +55,7 @@ def load_training_images(cfg) -> TrainingImages:
     from ..data import DATASETS, ImageFolder, dataset
 
     size = cfg.generator.resolution
-    names = [n.strip() for n in cfg.data.split(",") if n.strip()]
+    names = data_entries(cfg.data)
     sets = []
     for name in names:
         if name in DATASETS:
@@ -95,12 +99,13 @@ def entry_logits(data: TrainingImages, logit_r: torch.Tensor, real_idx: torch.Te
     if len(data.counts) < 2:
         return {}
     out = {}
-    for side, logit, entry in (("real", logit_r, data.entry_of()[real_idx.cpu()]),
-                               ("fake", logit_f, latent_entries(z, data.entry_shares()).cpu())):
+    for side, logit, entry in (("real", logit_r, data.entry_of[real_idx.cpu()]),
+                               ("fake", logit_f, latent_entries(z, data.entry_shares).cpu())):
+        logit = logit.detach().cpu()  # (B,)
         for k, name in enumerate(data.counts):
             sel = entry == k
             if sel.any():
-                out[f"{side}_{name}"] = float(logit.detach().cpu()[sel].mean())
+                out[f"{side}_{name}"] = float(logit[sel].mean())
     return out
 
 
@@ -111,7 +116,7 @@ def _fake_masks(data: TrainingImages, z: torch.Tensor, device: torch.device) -> 
     -> (B, 1, S, S) bool."""
     if data.masks is None:
         return None
-    entry, image_entry = latent_entries(z, data.entry_shares()).cpu(), data.entry_of()
+    entry, image_entry = latent_entries(z, data.entry_shares).cpu(), data.entry_of
     idx = torch.empty(len(z), dtype=torch.long)
     for k in range(len(data.counts)):
         rows = (entry == k).nonzero()[:, 0]
