@@ -188,3 +188,5 @@ def test_report_of_a_generator_trained_on_two_datasets_shows_each_ones_samples(t
     rows = sum((d["shown"] + 7) // 8 for d in by)  # each entry starts a row
     assert Image.open(tmp_path / "r" / "samples_by_data.png").size == (8 * 16, rows * 16)
     assert "standing for CelebA" in (tmp_path / "r" / "report.md").read_text()
+    assert list(r["keying"]) == ["utkface"] and r["keying"]["utkface"] > 0  # an untrained G: no more
+    assert "Keying" in (tmp_path / "r" / "report.md").read_text()

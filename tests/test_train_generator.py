@@ -159,6 +159,32 @@ def test_each_fake_is_masked_as_the_data_its_z_stands_for():
     assert mb.any(dim=(1, 2)).all() and 0.35 < float(top_missing.double().mean()) < 0.65  # half each
 
 
+def test_entry_keying_tells_a_generator_that_keys_on_the_entry_from_one_that_ignores_it():
+    """entry_keying: a generator whose faces follow z[:, 0] alone reads far above 1, one blind to
+    z[:, 0] reads 0, one that treats every coordinate alike about 1; the centres sit mid-interval."""
+    from idpulse.data.sampling import entry_centres, entry_keying, latent_entries
+
+    shares = torch.tensor([0.65, 0.35], dtype=torch.float64)
+    c = entry_centres(shares)
+    assert torch.allclose(torch.special.ndtr(c), torch.tensor([0.325, 0.825], dtype=torch.float64))
+    assert torch.equal(latent_entries(c[:, None].expand(-1, 4).float(), shares), torch.tensor([0, 1]))
+    z = torch.randn(16, 12, generator=torch.Generator().manual_seed(0))
+    lift = torch.randn(12, 3 * 4 * 4, generator=torch.Generator().manual_seed(1))
+
+    def picture(w: torch.Tensor):  # a generator that reads z through per-coordinate weights w (12,)
+        return lambda zz: torch.tanh((zz * w) @ lift).view(-1, 3, 4, 4)
+
+    keyed = torch.full((12,), 0.05)
+    keyed[0] = 1.0
+    assert entry_keying(picture(keyed), shares, z)[0] > 5
+    blind = torch.ones(12)
+    blind[0] = 0.0
+    assert entry_keying(picture(blind), shares, z) == [0.0]
+    assert 0.5 < entry_keying(picture(torch.ones(12)), shares, z)[0] < 2
+    three = entry_keying(picture(keyed), torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64), z)
+    assert len(three) == 2 and min(three) > 5  # one ratio per entry after the first
+
+
 def test_draw_weights_follow_the_shares_and_balance_races():
     from idpulse.data.sampling import draw_weights
     from idpulse.errors import UserError

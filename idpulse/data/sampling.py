@@ -44,3 +44,30 @@ def latent_entries(z: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
     shares = shares / shares.sum()
     cuts = torch.special.ndtri(shares.cumsum(0)[:-1].clamp(0, 1)).to(z.device, z.dtype)  # (K-1,) ascending
     return torch.searchsorted(cuts, z[:, 0].contiguous(), right=True)
+
+
+def entry_centres(shares: torch.Tensor) -> torch.Tensor:
+    """(K,) float64: for each entry, the z[:, 0] at the middle (by probability) of its interval in
+    `latent_entries`: the normal quantile at its cumulative share before it plus half its own."""
+    shares = torch.as_tensor(shares, dtype=torch.float64)
+    shares = shares / shares.sum()
+    return torch.special.ndtri(shares.cumsum(0) - shares / 2)
+
+
+@torch.no_grad()
+def entry_keying(sample, shares: torch.Tensor, z: torch.Tensor, others: int = 8) -> list[float]:
+    """Whether a generator trained on several datasets makes each entry's faces from the latents
+    that stand for it (`latent_entries`), or ignores which entry its z picks. For each entry k >= 1:
+    the mean absolute pixel change when z[:, 0] moves from entry 0's centre to entry k's
+    (`entry_centres`), divided by the mean change when any of z's next `others` coordinates makes
+    the same move. -> (K - 1) ratios: about 1 when the generator ignores the entry (z[:, 0] moves it
+    as much as any coordinate does), well above 1 when it keys on it.
+    `sample(z)` -> images (B, 3, S, S), with fixed noise; z (B, 512) a fixed draw."""
+    centres = entry_centres(shares).to(z.dtype)
+
+    def move(coord: int, k: int) -> float:
+        a, b = z.clone(), z.clone()
+        a[:, coord], b[:, coord] = centres[0], centres[k]
+        return float((sample(b) - sample(a)).abs().mean())
+
+    return [move(0, k) / (sum(move(c, k) for c in range(1, others + 1)) / others) for k in range(1, len(centres))]

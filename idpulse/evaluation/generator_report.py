@@ -113,6 +113,7 @@ def generator_report(cfg: GeneratorReportConfig, *, progress: bool = True) -> di
             tiles += list(xs) + [torch.ones_like(samples[0])] * (-len(xs) % 8)
         make_grid(tiles, ncol=8, pad=0).save(out / "samples_by_data.png")
         report["samples_by_data"] = [{"data": name, "shown": len(xs), "of_samples": k} for name, xs, k in by_data]
+        report["keying"] = keying(G, training_recipe(cfg), cfg.sample_seed, device)
     report["descriptor_fd"] = descriptor_fd(cfg, samples[:cfg.fd_faces], px)
     report["race"] = race_report(cfg, samples[:cfg.race_samples], px, device)
     (out / "report.json").write_text(json.dumps(report, indent=2))
@@ -143,6 +144,20 @@ def sample_latents(n: int, seed: int, w_dim: int, batch: int = 64) -> torch.Tens
     seeded with `seed`."""
     gen = torch.Generator().manual_seed(seed)
     return torch.cat([torch.randn(min(batch, n - s), w_dim, generator=gen) for s in range(0, n, batch)])
+
+
+@torch.no_grad()
+def keying(G, recipe: dict, seed: int, device, n: int = 64) -> dict:
+    """Per entry of `data` after the first: `data.sampling.entry_keying`'s ratio on n random z (and
+    fixed noise) of `seed`: near 1 if the generator ignores which dataset its z stands for."""
+    from ..data.sampling import data_entries, entry_keying
+
+    with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
+        torch.manual_seed(seed)
+        noise = [torch.randn(sh, device=device) for sh in G.synthesis.noise_shapes(n)]
+    z = sample_latents(n, seed, G.w_dim).to(device)
+    ratios = entry_keying(lambda zz: G(zz, noise), torch.tensor(recipe["data_shares"], dtype=torch.float64), z)
+    return dict(zip(data_entries(recipe["data"])[1:], ratios))
 
 
 def samples_by_data(samples: torch.Tensor, z: torch.Tensor, recipe: dict, per_entry: int = 16) -> list:
@@ -308,6 +323,12 @@ def render_markdown(r: dict) -> str:
         lines += [f"The same samples by the training data their z stands for (`samples_by_data.png`): {parts}. "
                   "A framed dataset's faces were trained on their centre alone; their border is the "
                   "generator's own.", "", "![samples by data](samples_by_data.png)", ""]
+    if r.get("keying"):
+        parts = ", ".join(f"{_title(name)} {ratio:.2f}" for name, ratio in r["keying"].items())
+        lines += [f"Keying (`data.sampling.entry_keying`): moving z's first coordinate from the first dataset's "
+                  f"latents to another's changes the samples this many times as much as moving any other "
+                  f"coordinate alike: {parts}. Near 1, the generator ignores which dataset a z stands for and "
+                  "its faces are one mixture, every one judged against each dataset's images.", ""]
     for size in r["sizes"]:
         lines += [f"Held-out faces, their {size}x{size} thumbnails and PULSE's best result "
                   f"(`pulse_{size}px.png`):", "", f"![pulse {size}px](pulse_{size}px.png)", ""]

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from .. import distributed as dist_utils
 from ..checkpoint import all_rng_states, atomic_save, set_own_rng_state, torch_load
 from ..config import at_least, check_resume, to_dict, write_run_info
+from ..data.sampling import entry_keying
 from ..generator.stylegan import Generator
 from ..generator.weights import save_generator
 from ..precision import uses_bf16
@@ -242,12 +243,19 @@ def log_step(writer, bar, d: dict, loss_G: torch.Tensor, shown: int) -> None:
 
 
 @torch.no_grad()
-def write_samples(G_ema, fixed: tuple, run: Path, writer, shown: int) -> None:
+def write_samples(G_ema, fixed: tuple, run: Path, writer, shown: int, images: TrainingImages) -> None:
     """The fixed z's samples (their own z and noise: comparable over time, and the global RNG that
-    drives training is untouched) as samples/<kimg>kimg.png and in TensorBoard."""
+    drives training is untouched) as samples/<kimg>kimg.png and in TensorBoard; with several
+    datasets, whether G yet makes each one's faces from the z that stand for it (keying/<name>,
+    `data.sampling.entry_keying`: about 1 while it ignores them)."""
     samples = G_ema(*fixed)  # (64, 3, R, R) in [-1, 1]
     save_grid(samples, run / "samples" / f"{shown // 1000:06d}kimg.png", nrow=8)
     writer.add_images("samples", (samples[:16].clamp(-1, 1) + 1) / 2, shown)
+    if len(images.counts) > 1:
+        z, noise = fixed[0][:32], [n[:32] for n in fixed[1]]  # 32 of them: ~1% of the training time
+        ratios = entry_keying(lambda zz: G_ema(zz, noise), images.entry_shares, z)
+        for name, ratio in zip(list(images.counts)[1:], ratios):
+            writer.add_scalar(f"keying/{name}", ratio, shown)
 
 
 def compile_forward(G: Generator, D: torch.nn.Module, enabled: bool):
@@ -366,7 +374,7 @@ def training_loop(cfg: GanTrainConfig) -> Path:
         if rank == 0 and st.step % cfg.log_every == 0:
             log_step(writer, bar, d, loss_G, st.shown)
         if rank == 0 and (st.step % cfg.sample_every == 0 or st.shown >= total):
-            write_samples(st.G_ema, r.fixed, run, writer, st.shown)
+            write_samples(st.G_ema, r.fixed, run, writer, st.shown, images)
         timed_out = _timed_out(cfg, t_start, world, device)
         if st.step % cfg.checkpoint_every == 0 or st.shown >= total or timed_out:
             save_state()
