@@ -92,6 +92,41 @@ def test_frozen_backbone_keeps_its_weights_and_resumes_exactly(frozen_setup):
         assert torch.equal(v, b[k]), k
 
 
+def test_mobilenet_splits_at_any_block():
+    torch.manual_seed(0)
+    net = MobileNetV1(width=0.25).eval()
+    x = torch.rand(2, 3, 112, 112) * 2 - 1
+    with torch.no_grad():
+        full = net(x)
+        for cut in (1, 3, 13):
+            t = net.head(x, cut)
+            assert t.dim() == 4 and torch.allclose(net.tail(t, cut), full, atol=1e-6), cut
+    assert net.head(x, 1).shape[1:] == (256, 7, 7)  # resized to 224 inside: the last block sees 7x7 maps
+
+
+def test_trainable_last_block_trains_on_cached_maps_and_resumes_exactly(frozen_setup):
+    """trainable_blocks=1: the backbone's last block trains (on its cached input maps), every earlier
+    weight stays the init's; a run split into two resumes to the same weights."""
+    data, gen, d, net, extra = frozen_setup
+    extra = [*extra, "--model.trainable_blocks=1"]
+    r = _run(extra, data, gen, d / "cut_full")
+    assert r.returncode == 0, r.stderr[-3000:]
+    f = load_extractor(d / "cut_full" / "extractor.pt")
+    last = f"blocks.{len(net.blocks) - 1}."
+    for k, v in net.state_dict().items():
+        same = torch.equal(f.backbone.state_dict()[k], v)
+        assert same != k.startswith(last), k  # the last block moved, nothing else did
+    assert sorted(p.name.split("-")[2] for p in (d / "cache").glob("trunk-*-cut1-*.pt")) == ["cut1", "cut1"]
+    r = _run(extra, data, gen, d / "cut_split", meta_epochs=1)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = _run(extra, data, gen, d / "cut_split")
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = torch.load(d / "cut_full" / "extractor.pt", weights_only=True)["state_dict"]
+    b = torch.load(d / "cut_split" / "extractor.pt", weights_only=True)["state_dict"]
+    for k, v in a.items():
+        assert torch.equal(v, b[k]), k
+
+
 def test_bad_pretrained_settings_are_one_line_errors(frozen_setup, tmp_path):
     data, gen, d, _, extra = frozen_setup
     r = _run(["--model.backbone=mobilenet_v1_faceres", "--model.width=0.25", "--model.freeze_backbone=true"],

@@ -107,6 +107,16 @@ class MobileNetV1(nn.Module):
         x = self.blocks(x)  # (B, 1024, 7, 7)
         return x.mean(dim=(2, 3))  # (B, 1024): global average pool
 
+    def head(self, x: torch.Tensor, cut: int) -> torch.Tensor:
+        """`forward`'s first part: x as `forward` takes it -> the maps (B, C, h, w) that enter the
+        last `cut` blocks (1 <= cut <= 13; at 224 px the last block's input is (B, 1024, 7, 7))."""
+        x = F.relu6(self.stem(_tf_same_pad(self.to_caffe(x), 3, 2)))
+        return self.blocks[:len(self.blocks) - cut](x)
+
+    def tail(self, t: torch.Tensor, cut: int) -> torch.Tensor:
+        """`forward`'s rest: `head`'s maps -> (B, 1024) pooled features; tail(head(x, k), k) == forward(x)."""
+        return self.blocks[len(self.blocks) - cut:](t).mean(dim=(2, 3))
+
     def to_caffe(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, 3, H, W) BGR in [-1, 1] (FaceExtractor's input for a "bgr" backbone) ->
         (B, 3, 224, 224) BGR 0-255 minus the means: bilinear resize (half-pixel centres, as cv2's

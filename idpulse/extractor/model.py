@@ -88,6 +88,10 @@ class FaceExtractor(nn.Module):
         self.source = f"idpulse {backbone}"  # where the weights came from, for the one-line report (describe)
         # set by training from a frozen pretrained backbone: it stays in eval mode whatever train() says
         self.backbone_frozen = False
+        # set by training that caches the frozen backbone's maps before its last `cut_blocks` blocks
+        # (which train): `embed_features` then takes those maps (B, C, h, w). Not saved: a checkpoint
+        # holds the whole backbone, whatever part of it trained.
+        self.cut_blocks = 0
 
     def train(self, mode: bool = True) -> FaceExtractor:
         super().train(mode)
@@ -109,8 +113,20 @@ class FaceExtractor(nn.Module):
             faces = faces.flip(1)  # (B, 3, H, W): RGB -> BGR, as TreB1eN's cv2-decoded training data
         return self.backbone(faces * 2 - 1)
 
+    def trunk_at_cut(self, faces: torch.Tensor) -> torch.Tensor:
+        """faces as `trunk` takes them -> what `embed_features` takes: the backbone's features (B, C),
+        or with `cut_blocks` its maps before its last `cut_blocks` blocks (B, C', h, w)."""
+        if not self.cut_blocks:
+            return self.trunk(faces)
+        if self.config["input_order"] == "bgr":
+            faces = faces.flip(1)
+        return self.backbone.head(faces * 2 - 1, self.cut_blocks)
+
     def embed_features(self, t: torch.Tensor) -> torch.Tensor:
-        """The backbone's features (B, C) -> f's features (B, 512): the embedding, where there is one."""
+        """The backbone's features (B, C) -> f's features (B, 512): the embedding, where there is one.
+        Maps at the cut (B, C', h, w) first go through the backbone's last `cut_blocks` blocks."""
+        if t.dim() == 4:
+            t = self.backbone.tail(t, self.cut_blocks)  # (B, C)
         return t if self.embed is None else self.embed(t)
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:

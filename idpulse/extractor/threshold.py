@@ -36,7 +36,7 @@ def same_diff_angles(f: FaceExtractor, faces: torch.Tensor, ids: list[int], n: i
             diff.append((a, b))
     def feats(i: torch.Tensor) -> torch.Tensor:  # (b, 512) features of faces i
         if trunk_features is not None:  # a frozen backbone's, cached: only the embedding runs
-            return f.embed_features(trunk_features[i].to(device))
+            return f.embed_features(trunk_features[i].to(device).float())
         return f(faces[i].to(device).float() / 255.0)  # (b, 3, 112, 112) in [0, 1]
 
     was = f.training

@@ -25,6 +25,9 @@ class ExtractorModelConfig:
     init: str = ""
     embedding: int = at_least(0, 0)  # > 0: a learnt map from the backbone's features to this many (PCA start with init)
     freeze_backbone: bool = False  # with init: only the embedding, heads and ArcFace centres train
+    # with freeze_backbone: the backbone's last this-many blocks train too, on its cached maps before them
+    # (a MobileNet-v1: the last block's input is 7x7x1024 per face, 100 KB in fp16)
+    trainable_blocks: int = at_least(0, 0)
 
 
 @dataclass

@@ -48,6 +48,11 @@ def _f32(x: torch.Tensor, device) -> torch.Tensor:
     return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
 
 
+def _is_image(p: torch.Tensor) -> bool:
+    """Faces (b, 3, 112, 112), not a frozen backbone's cached features (b, C) or maps (b, C', h, w)."""
+    return p.dim() == 4 and p.shape[1] == 3
+
+
 class Net(nn.Module):
     """f with its heads and the ArcFace class centres: what DDP wraps and the optimiser trains."""
 
@@ -88,8 +93,8 @@ class Net(nn.Module):
             if not self.f.backbone_frozen:
                 return self.f(torch.cat(parts))
             with torch.no_grad():  # images not cached (a RecordIO pack) go through the frozen backbone here
-                t = torch.cat([p if p.dim() == 2 else self.f.trunk(p) for p in parts])
-            return self.f.embed_features(t.float())
+                t = torch.cat([self.f.trunk_at_cut(p) if _is_image(p) else p.float() for p in parts])
+            return self.f.embed_features(t.float())  # with trainable_blocks, those blocks run here
 
 
 def training_loop(cfg: ExtractorTrainConfig) -> Path:

@@ -60,7 +60,8 @@ def _key(path: str, faces: torch.Tensor) -> str:
 def trunk_features(f: FaceExtractor, faces: torch.Tensor, device, *, batch: int = 64,
                    desc: str = "", progress: bool = True) -> torch.Tensor:
     """f's backbone features of aligned faces: uint8 (N, 3, 112, 112) or float (N, 3, 112, 112) in
-    [0, 1] -> (N, C) float32 on the CPU, in eval mode."""
+    [0, 1] -> (N, C) float32 on the CPU, in eval mode; with `f.cut_blocks`, its maps before its last
+    blocks instead (N, C', h, w), in float16 (what a frozen backbone's cache holds)."""
     from tqdm import tqdm
 
     was = f.training
@@ -69,7 +70,8 @@ def trunk_features(f: FaceExtractor, faces: torch.Tensor, device, *, batch: int 
     for s in tqdm(range(0, len(faces), batch), desc=desc, disable=not (progress and desc), unit="batch"):
         x = faces[s:s + batch].to(device)
         x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        out.append(f.trunk(x).float().cpu())
+        t = f.trunk_at_cut(x)
+        out.append((t.half() if t.dim() == 4 else t.float()).cpu())
     f.train(was)
     return torch.cat(out) if out else torch.zeros(0, getattr(f.backbone, "num_features", 512))
 
@@ -79,7 +81,8 @@ def cached_trunk_features(f: FaceExtractor, faces: torch.Tensor, device, cache_d
     """`trunk_features` of uint8 faces, read from `<cache_dir>/trunk-<name>-<key>.pt` when a run
     (this one or another with the same weights and faces) computed them already, else computed and
     written there atomically."""
-    path = Path(cache_dir) / f"trunk-{name}-{_key(init, faces)}.pt"
+    cut = f"-cut{f.cut_blocks}" if f.cut_blocks else ""  # maps before the last blocks: another file
+    path = Path(cache_dir) / f"trunk-{name}{cut}-{_key(init, faces)}.pt"
     if path.is_file():
         return torch_load(path, "cached backbone features")
     t = trunk_features(f, faces, device, desc=f"backbone features of {name} ({len(faces)} faces, once)",
@@ -98,9 +101,18 @@ def start_from_pretrained(f: FaceExtractor, model_cfg, arc_faces: torch.Tensor, 
     if progress:
         print(f"backbone from {model_cfg.init}: {desc}{', frozen' if model_cfg.freeze_backbone else ''}")
     arc_t = race_t = None
+    if model_cfg.trainable_blocks and not model_cfg.freeze_backbone:
+        raise UserError("model.trainable_blocks needs model.freeze_backbone (the blocks before them stay frozen)")
     if model_cfg.freeze_backbone:
         f.backbone.requires_grad_(False)
         f.backbone_frozen = True
+        if model_cfg.trainable_blocks:
+            blocks = getattr(f.backbone, "blocks", None)
+            if not hasattr(f.backbone, "head") or not 1 <= model_cfg.trainable_blocks <= len(blocks):
+                raise UserError(f"model.trainable_blocks={model_cfg.trainable_blocks}: only a MobileNet-v1 backbone "
+                                f"can train its last 1..13 blocks on cached maps, not {f.config['backbone']}")
+            f.cut_blocks = model_cfg.trainable_blocks
+            blocks[len(blocks) - f.cut_blocks:].requires_grad_(True)
         f.backbone.to(device)
         arc_t = cached_trunk_features(f, arc_faces, device, cache_dir, "arc", model_cfg.init, progress)
         if race_faces is not None:
@@ -109,6 +121,10 @@ def start_from_pretrained(f: FaceExtractor, model_cfg, arc_faces: torch.Tensor, 
         feats = arc_t if arc_t is not None else trunk_features(f.to(device), arc_faces, device,
                                                                desc="backbone features for the PCA start",
                                                                progress=progress)
+        if feats.dim() == 4:  # maps at the cut: the pooled features the embedding starts from
+            with torch.no_grad():
+                feats = torch.cat([f.backbone.tail(c.to(device).float(), f.cut_blocks).cpu()
+                                   for c in feats.split(256)])
         kept = f.embed.init_pca(feats)  # the PCA whitening of the training faces' features
         if progress:
             print(f"embedding {feats.shape[1]} -> {f.embed.linear.out_features}: PCA start, "
