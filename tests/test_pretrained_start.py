@@ -127,6 +127,24 @@ def test_trainable_last_block_trains_on_cached_maps_and_resumes_exactly(frozen_s
         assert torch.equal(v, b[k]), k
 
 
+def test_backbone_lr_scales_only_the_backbones_trained_blocks(frozen_setup, tmp_path):
+    """model.backbone_lr multiplies lr for the backbone's weights alone: at 0 the trainable last
+    block stays the init's while the embedding still trains."""
+    data, gen, d, net, extra = frozen_setup
+    r = _run([*extra, "--model.trainable_blocks=1", "--model.backbone_lr=0"], data, gen, tmp_path / "r",
+             meta_epochs=1)
+    assert r.returncode == 0, r.stderr[-3000:]
+    f = load_extractor(tmp_path / "r" / "extractor.pt")
+    for k, v in net.state_dict().items():
+        assert torch.equal(f.backbone.state_dict()[k], v), k
+    r = _run([*extra, "--model.trainable_blocks=1", "--lr=0"], data, gen, tmp_path / "still", meta_epochs=1)
+    assert r.returncode == 0, r.stderr[-3000:]
+    start = load_extractor(tmp_path / "still" / "extractor.pt")  # nothing trained: the PCA start
+    assert not torch.equal(f.embed.linear.weight, start.embed.linear.weight)
+    r = _run([*extra, "--model.backbone_lr=-1"], data, gen, tmp_path / "bad", meta_epochs=1)
+    assert r.returncode != 0 and "backbone_lr" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_bad_pretrained_settings_are_one_line_errors(frozen_setup, tmp_path):
     data, gen, d, _, extra = frozen_setup
     r = _run(["--model.backbone=mobilenet_v1_faceres", "--model.width=0.25", "--model.freeze_backbone=true"],

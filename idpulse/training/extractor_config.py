@@ -28,6 +28,9 @@ class ExtractorModelConfig:
     # with freeze_backbone: the backbone's last this-many blocks train too, on its cached maps before them
     # (a MobileNet-v1: the last block's input is 7x7x1024 per face, 100 KB in fp16)
     trainable_blocks: int = at_least(0, 0)
+    # the learning rate of the backbone's weights that train (trainable_blocks, or all of them
+    # without freeze_backbone), as a multiple of `lr`: pretrained blocks diverge at the embedding's 0.1
+    backbone_lr: float = at_least(0.0, 1.0)
 
 
 @dataclass

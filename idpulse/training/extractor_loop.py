@@ -159,10 +159,16 @@ def training_loop(cfg: ExtractorTrainConfig) -> Path:
 
 
 def _optimiser(cfg: ExtractorTrainConfig, net: nn.Module, device):
-    """SGD with momentum and weight decay on what trains (a frozen trunk does not), its step
-    schedule (lr /= 10 at each milestone) and a disabled grad scaler (bf16 needs none)."""
-    opt = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=cfg.lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay)
+    """SGD with momentum and weight decay on what trains (a frozen trunk does not), the backbone's
+    weights at `model.backbone_lr` times lr (a group of their own only when that is not 1), its step
+    schedule (lr /= 10 at each milestone, every group) and a disabled grad scaler (bf16 needs none)."""
+    trains = [p for p in net.parameters() if p.requires_grad]
+    groups: list = [{"params": trains}]
+    if cfg.model.backbone_lr != 1.0:
+        in_backbone = {id(p) for p in net.f.backbone.parameters()}
+        groups = [{"params": [p for p in trains if id(p) not in in_backbone]},
+                  {"params": [p for p in trains if id(p) in in_backbone], "lr": cfg.lr * cfg.model.backbone_lr}]
+    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg.lr_milestones, gamma=0.1)
     return opt, sched, torch.amp.GradScaler(device.type, enabled=False)
 
