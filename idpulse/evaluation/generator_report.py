@@ -106,16 +106,18 @@ def generator_report(cfg: GeneratorReportConfig, *, progress: bool = True) -> di
     grid = samples[:64] if px == G.resolution else random_samples(G, 64, cfg.sample_seed, device)
     make_grid(list(grid), ncol=8, pad=0).save(out / "samples.png")
     report.update(sample_seed=cfg.sample_seed, measure_px=px)
-    by_data = samples_by_data(samples, sample_latents(len(samples), cfg.sample_seed, G.w_dim), training_recipe(cfg))
+    recipe = training_recipe(cfg)  # reads the checkpoint file: once per report
+    z = sample_latents(len(samples), cfg.sample_seed, G.w_dim)  # the samples' own z (n, 512)
+    by_data = samples_by_data(samples, z, recipe)
     if by_data:  # each dataset's faces apart: a framed dataset's were trained on their centre alone
         tiles = []
         for _, xs, _ in by_data:  # each entry from a new row; white tiles fill its last one
             tiles += list(xs) + [torch.ones_like(samples[0])] * (-len(xs) % 8)
         make_grid(tiles, ncol=8, pad=0).save(out / "samples_by_data.png")
         report["samples_by_data"] = [{"data": name, "shown": len(xs), "of_samples": k} for name, xs, k in by_data]
-        report["keying"] = keying(G, training_recipe(cfg), cfg.sample_seed, device)
+        report["keying"] = keying(G, recipe, z[:64], cfg.sample_seed, device)
     report["descriptor_fd"] = descriptor_fd(cfg, samples[:cfg.fd_faces], px)
-    report["race"] = race_report(cfg, samples[:cfg.race_samples], px, device)
+    report["race"] = race_report(cfg, samples[:cfg.race_samples], px, device, recipe)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(render_markdown(report))
     return report
@@ -147,16 +149,16 @@ def sample_latents(n: int, seed: int, w_dim: int, batch: int = 64) -> torch.Tens
 
 
 @torch.no_grad()
-def keying(G, recipe: dict, seed: int, device, n: int = 64) -> dict:
-    """Per entry of `data` after the first: `data.sampling.entry_keying`'s ratio on n random z (and
-    fixed noise) of `seed`: near 1 if the generator ignores which dataset its z stands for."""
+def keying(G, recipe: dict, z: torch.Tensor, seed: int, device) -> dict:
+    """Per entry of `data` after the first: `data.sampling.entry_keying`'s ratio on latents z (n, 512)
+    (and noise fixed by `seed`): near 1 if the generator ignores which dataset its z stands for."""
     from ..data.sampling import data_entries, entry_keying
 
     with torch.random.fork_rng(devices=[device] if torch.device(device).type == "cuda" else []):
         torch.manual_seed(seed)
-        noise = [torch.randn(sh, device=device) for sh in G.synthesis.noise_shapes(n)]
-    z = sample_latents(n, seed, G.w_dim).to(device)
-    ratios = entry_keying(lambda zz: G(zz, noise), torch.tensor(recipe["data_shares"], dtype=torch.float64), z)
+        noise = [torch.randn(sh, device=device) for sh in G.synthesis.noise_shapes(len(z))]
+    ratios = entry_keying(lambda zz: G(zz, noise), torch.tensor(recipe["data_shares"], dtype=torch.float64),
+                          z.to(device))
     return dict(zip(data_entries(recipe["data"])[1:], ratios))
 
 
@@ -271,8 +273,9 @@ def training_race_shares(judge, recipe: dict, resolution: int, draws: int, devic
             "unique_images": len(unique)}
 
 
-def race_report(cfg: GeneratorReportConfig, samples: torch.Tensor, resolution: int, device) -> dict:
-    """The race judge's class shares of the samples and of the generator's training data."""
+def race_report(cfg: GeneratorReportConfig, samples: torch.Tensor, resolution: int, device, recipe: dict) -> dict:
+    """The race judge's class shares of the samples and of the generator's training data (`recipe`,
+    `training_recipe`'s)."""
     from .judges import load_judge
 
     if len(samples) == 0 or not cfg.race_judge:
@@ -282,7 +285,7 @@ def race_report(cfg: GeneratorReportConfig, samples: torch.Tensor, resolution: i
     judge = judge.to(device)
     out = {"judge": cfg.race_judge, "classes": judge.names, "samples": class_shares(judge_in_chunks(
         judge, samples, device), judge.names)}
-    out["training_data"] = training_race_shares(judge, training_recipe(cfg), resolution, cfg.race_train_draws,
+    out["training_data"] = training_race_shares(judge, recipe, resolution, cfg.race_train_draws,
                                                 device) if cfg.race_train_draws else {"skipped": "race_train_draws=0"}
     out["seconds"] = time.time() - t0
     return out
