@@ -107,20 +107,22 @@ class FaceExtractor(nn.Module):
     def input_order(self) -> str:
         return self.config["input_order"]
 
-    def trunk(self, faces: torch.Tensor) -> torch.Tensor:
-        """faces (B, 3, 112, 112), RGB in [0, 1], aligned -> the backbone's own features (B, C)."""
+    def _backbone_input(self, faces: torch.Tensor) -> torch.Tensor:
+        """faces (B, 3, 112, 112), RGB in [0, 1] -> the backbone's input: in its channel order, in [-1, 1]."""
         if self.config["input_order"] == "bgr":
             faces = faces.flip(1)  # (B, 3, H, W): RGB -> BGR, as TreB1eN's cv2-decoded training data
-        return self.backbone(faces * 2 - 1)
+        return faces * 2 - 1
+
+    def trunk(self, faces: torch.Tensor) -> torch.Tensor:
+        """faces (B, 3, 112, 112), RGB in [0, 1], aligned -> the backbone's own features (B, C)."""
+        return self.backbone(self._backbone_input(faces))
 
     def trunk_at_cut(self, faces: torch.Tensor) -> torch.Tensor:
         """faces as `trunk` takes them -> what `embed_features` takes: the backbone's features (B, C),
         or with `cut_blocks` its maps before its last `cut_blocks` blocks (B, C', h, w)."""
         if not self.cut_blocks:
             return self.trunk(faces)
-        if self.config["input_order"] == "bgr":
-            faces = faces.flip(1)
-        return self.backbone.head(faces * 2 - 1, self.cut_blocks)
+        return self.backbone.head(self._backbone_input(faces), self.cut_blocks)
 
     def embed_features(self, t: torch.Tensor) -> torch.Tensor:
         """The backbone's features (B, C) -> f's features (B, 512): the embedding, where there is one.
