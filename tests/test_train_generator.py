@@ -1,5 +1,6 @@
 """Generator training: runs end to end, and a run killed with SIGKILL resumes exactly."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -233,7 +234,8 @@ def test_training_on_celeba_and_framed_utkface_runs_with_masked_fakes(tmp_path):
     rows = [",".join(HEADER[:12])] + [f"{p.name},100.0," + ",".join(f"{v:.2f}" for v in tight)
                                                  for p in sorted((root / "utkface" / "images").iterdir())]
     (root / "utkface" / "landmarks.csv").write_text("\n".join(rows) + "\n")
-    over = ["--data=celeba,utkface", f"--data_root={root}", "--data_shares=[0.5,0.5]", "--balance_races=true"]
+    over = ["--data=celeba,utkface", f"--data_root={root}", "--data_shares=[0.5,0.5]", "--balance_races=true",
+            "--d_projection=true"]
     cfg = load_config(GanTrainConfig, None, [*over, "--generator.resolution=16"])
     data = load_training_images(cfg)
     n_c = data.counts["celeba"]
@@ -261,3 +263,73 @@ def test_d_logits_are_logged_per_dataset():
     assert r == {"real_a": 2.0, "real_b": 10.0, "fake_a": -2.0, "fake_b": 6.0}
     one = TrainingImages(data.images, None, data.weights, {"a": 5})
     assert entry_logits(one, torch.zeros(3), torch.tensor([0, 1, 2]), torch.zeros(4), z) == {}
+
+
+def test_projection_discriminator_starts_unconditional_and_adds_one_term_per_entry():
+    """entries=1 keeps a plain D's keys; with entries=2 the projection starts at zero (the same
+    logits as the plain D for either entry) and, once learnt, moves each logit by <e_y, h>/sqrt(C)."""
+    from idpulse.training.discriminator import Discriminator
+
+    torch.manual_seed(0)
+    plain = Discriminator(resolution=16, fmap_base=32, fmap_max=16)
+    proj = Discriminator(resolution=16, fmap_base=32, fmap_max=16, entries=2)
+    assert set(proj.state_dict()) - set(plain.state_dict()) == {"entry_embed"}
+    proj.load_state_dict({**plain.state_dict(), "entry_embed": torch.zeros(2, 16)})
+    x = torch.randn(4, 3, 16, 16)
+    zero, one = torch.zeros(4, dtype=torch.long), torch.ones(4, dtype=torch.long)
+    assert torch.equal(proj(x, zero), plain(x)) and torch.equal(proj(x, one), plain(x))
+    with torch.no_grad():
+        proj.entry_embed[1] = torch.randn(16)
+    assert torch.equal(proj(x, zero), plain(x)) and not torch.allclose(proj(x, one), plain(x))
+    h = {}
+    proj.fc.register_forward_hook(lambda m, i, o: h.update(out=torch.nn.functional.leaky_relu(o, 0.2)))
+    moved = proj(x, one) - plain(x)
+    assert torch.allclose(moved, (h["out"] * proj.entry_embed[1]).sum(1) / 4, atol=1e-5)
+    with pytest.raises(ValueError, match="entry"):
+        proj(x)
+
+
+def test_projection_d_sees_reals_by_their_dataset_and_fakes_by_their_z():
+    """d_step and g_step hand D each real's dataset and each fake's latent entry: entry 1's images are
+    white and its masks keep only the left half, so a recorded image shows which entry it stands for."""
+    from idpulse.training.gan import GanTrainConfig, _mixed_ws, d_step, g_step
+    from idpulse.training.gan_data import TrainingImages
+    from idpulse.generator.stylegan import Generator
+
+    torch.manual_seed(0)
+    images = torch.cat([torch.zeros(6, 3, 8, 8, dtype=torch.uint8), torch.full((6, 3, 8, 8), 255, dtype=torch.uint8)])
+    masks = torch.ones(12, 1, 8, 8, dtype=torch.bool)
+    masks[6:, :, :, 4:] = False
+    data = TrainingImages(images, masks, torch.full((12,), 1 / 12, dtype=torch.float64), {"a": 6, "b": 6})
+    G = Generator(resolution=8, fmap_base=16, fmap_max=8, mapping_layers=1)
+    cfg = GanTrainConfig(batch=16, d_projection=True, r1_gamma=0.0, xflip=False)
+    D, seen = torch.nn.Linear(1, 1), []
+
+    def D_logits(x, entry=None, eager=False):  # records what D is shown; a loss with D's and G's gradients
+        seen.append((x.detach(), entry))
+        return x.flatten(1).mean(1) + D.weight.sum()
+
+    opt = torch.optim.SGD([*G.parameters(), *D.parameters()], lr=0.0)
+    cpu, no_autocast = torch.device("cpu"), contextlib.nullcontext()
+    d_step(G, D, opt, D_logits, data, cfg, 1, cpu, no_autocast)
+    g_step(G, D, opt, D_logits, data, cfg, cpu, no_autocast)
+    (real, e_real), (fake, e_fake), (fake_g, e_fake_g) = seen
+    assert torch.equal(e_real, (real[:, 0, 0, 0] > 0).long())  # white reals are entry 1's
+    for x, e in ((fake, e_fake), (fake_g, e_fake_g)):
+        right_half_empty = (x[:, :, :, 4:] == 0).flatten(1).all(1)
+        assert torch.equal(e, right_half_empty.long()) and 0 < e.sum() < len(e)
+
+    # style mixing keeps the entry: the second z shares the first's z[:, 0]
+    calls = []
+    G.mapping.register_forward_hook(lambda m, i, o: calls.append(i[0].clone()))
+    z = torch.randn(16, G.w_dim)
+    _mixed_ws(G, z, 1.0, keep_entry=True)
+    assert torch.equal(calls[1][:, 0], z[:, 0]) and not torch.equal(calls[1][:, 1:], z[:, 1:])
+
+
+def test_projection_d_needs_several_datasets():
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_generator.py"), "--data=celeba",
+                        "--d_projection=true", "--run_dir=/nonexistent/run"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode != 0 and "d_projection needs several entries in data" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -24,14 +24,14 @@ import torch.nn.functional as F
 
 from .. import distributed as dist_utils
 from ..checkpoint import all_rng_states, atomic_save, set_own_rng_state, torch_load
-from ..config import at_least, check_resume, to_dict, write_run_info
-from ..data.sampling import entry_keying
+from ..config import ConfigError, at_least, check_resume, to_dict, write_run_info
+from ..data.sampling import data_entries, entry_keying
 from ..generator.stylegan import Generator
 from ..generator.weights import save_generator
 from ..precision import uses_bf16
 from .augment import diff_augment
 from .discriminator import Discriminator
-from .gan_data import TrainingImages, _batch, _fake_masks, entry_logits, load_training_images
+from .gan_data import TrainingImages, _batch, _fake_masks, d_entries, entry_logits, load_training_images
 
 
 @dataclass
@@ -60,6 +60,10 @@ class GanTrainConfig:
     generator: GanModelConfig = field(default_factory=GanModelConfig)
     d_fmap_base: int = 2048
     d_fmap_max: int = 128
+    # with several entries in `data`: D judges each image against its own entry's reals (a projection
+    # discriminator, `Discriminator`), reals by their dataset, fakes by the entry their z stands for;
+    # without it G is free to ignore which entry its z picks (keying/<name> stays ~1)
+    d_projection: bool = False
     batch: int = at_least(1, 32)  # per rank
     total_kimg: float = at_least(0, 300.0)  # images shown to D, in thousands, over all ranks
     lr: float = 0.002
@@ -93,13 +97,18 @@ RESUMABLE_CHANGES = {"device", "threads", "checkpoint_every", "sample_every", "l
                      "run_dir", "compile"}  # compile: the same weights and optimiser state, other kernels' rounding
 
 
-def _mixed_ws(G: Generator, z: torch.Tensor, p_mix: float) -> torch.Tensor:
-    """Style mixing: for a fraction p_mix of the batch, layers from a random cutoff use a second w."""
+def _mixed_ws(G: Generator, z: torch.Tensor, p_mix: float, keep_entry: bool = False) -> torch.Tensor:
+    """Style mixing: for a fraction p_mix of the batch, layers from a random cutoff use a second w.
+    keep_entry (several data entries): the second z keeps the first's z[:, 0], so a mixed fake
+    still stands for one entry (`data.sampling.latent_entries`)."""
     n = G.num_ws
     w1 = G.mapping(z)  # (B, 512)
     ws = w1[:, None].expand(-1, n, -1)
     if p_mix > 0:
-        w2 = G.mapping(torch.randn_like(z))
+        z2 = torch.randn_like(z)
+        if keep_entry:
+            z2[:, 0] = z[:, 0]
+        w2 = G.mapping(z2)
         cutoff = torch.randint(1, n, (z.shape[0],), device=z.device)
         cutoff = torch.where(torch.rand(z.shape[0], device=z.device) < p_mix, cutoff, torch.full_like(cutoff, n))
         use2 = torch.arange(n, device=z.device)[None, :] >= cutoff[:, None]  # (B, num_ws)
@@ -137,15 +146,18 @@ def d_step(G, D, opt_D, D_logits, images: torch.Tensor, cfg, step: int, device, 
     G.requires_grad_(False)
     D.requires_grad_(True)
     z = torch.randn(cfg.batch, G.w_dim, device=device)
+    several = len(images.counts) > 1
     with torch.no_grad(), autocast:
-        fake = G.synthesis(_mixed_ws(G, z, cfg.style_mixing))
+        fake = G.synthesis(_mixed_ws(G, z, cfg.style_mixing, keep_entry=several))
     real, _, real_idx = _batch(images, cfg.batch, cfg.xflip, device)
     fake_mask = _fake_masks(images, z, device)  # each fake masked as the data its z stands for
     if fake_mask is not None:
         fake = fake * fake_mask
+    entry_r, entry_f = d_entries(images, real_idx, z, device) if cfg.d_projection else (None, None)
     do_r1 = cfg.r1_gamma > 0 and step % cfg.r1_every == 0
     real.requires_grad_(do_r1)
-    logit_r, logit_f = D_logits(real, eager=do_r1), D_logits(fake.float())  # R1's double backward: eager D
+    # R1's double backward: eager D
+    logit_r, logit_f = D_logits(real, entry_r, eager=do_r1), D_logits(fake.float(), entry_f)
     loss_D = F.softplus(logit_f).mean() + F.softplus(-logit_r).mean()
     r1 = torch.zeros((), device=device)
     if do_r1:
@@ -167,11 +179,12 @@ def g_step(G, D, opt_G, D_logits, images, cfg, device, autocast) -> torch.Tensor
     D.requires_grad_(False)
     z = torch.randn(cfg.batch, G.w_dim, device=device)
     with autocast:
-        fake = G.synthesis(_mixed_ws(G, z, cfg.style_mixing))
+        fake = G.synthesis(_mixed_ws(G, z, cfg.style_mixing, keep_entry=len(images.counts) > 1))
     fake_mask = _fake_masks(images, z, device)
     if fake_mask is not None:
         fake = fake * fake_mask
-    loss_G = F.softplus(-D_logits(fake.float())).mean()
+    entry_f = d_entries(images, None, z, device)[1] if cfg.d_projection else None
+    loss_G = F.softplus(-D_logits(fake.float(), entry_f)).mean()
     opt_G.zero_grad(set_to_none=True)
     loss_G.backward()
     dist_utils.average_gradients(G)
@@ -210,8 +223,12 @@ def build_state(cfg: GanTrainConfig, device, fresh: bool) -> GanState:
     """G (from `cfg.init` on a fresh run), D, the EMA copy and the two Adams, with lazy R1's
     rescaling of D's learning rate and beta2 (StyleGAN2's mb_ratio)."""
     G = Generator(**dataclasses.asdict(cfg.generator)).to(device)
-    D = Discriminator(resolution=cfg.generator.resolution, fmap_base=cfg.d_fmap_base,
-                      fmap_max=cfg.d_fmap_max).to(device)
+    entries = len(data_entries(cfg.data))
+    if cfg.d_projection and entries < 2:
+        raise ConfigError(f"d_projection needs several entries in data (got {cfg.data!r}): it conditions D on "
+                          "the dataset each image stands for")
+    D = Discriminator(resolution=cfg.generator.resolution, fmap_base=cfg.d_fmap_base, fmap_max=cfg.d_fmap_max,
+                      entries=entries if cfg.d_projection else 1).to(device)
     if cfg.init and fresh:
         _start_from(G, cfg.init)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
@@ -270,13 +287,14 @@ def compile_forward(G: Generator, D: torch.nn.Module, enabled: bool):
 
 
 def d_logits_fn(D: torch.nn.Module, D_eager, augment: str, autocast):
-    """-> D_logits(x, eager=False): D's float32 logits (B,) of images x (B, 3, R, R), DiffAugment'ed
+    """-> D_logits(x, entry=None, eager=False): D's float32 logits (B,) of images x (B, 3, R, R)
+    standing for data entries `entry` (B,) (a projection D's; None for a plain D), DiffAugment'ed
     first when `augment` names any; `eager=True` runs D's eager forward (`compile_forward`'s), for
     lazy R1's double backward."""
-    def D_logits(x: torch.Tensor, eager: bool = False) -> torch.Tensor:
+    def D_logits(x: torch.Tensor, entry: torch.Tensor | None = None, eager: bool = False) -> torch.Tensor:
         with autocast:
             x = diff_augment(x, augment) if augment else x
-            return (D_eager(x) if eager else D(x)).float()
+            return (D_eager(x, entry) if eager else D(x, entry)).float()
 
     return D_logits
 

@@ -12,6 +12,12 @@ and it takes a mask of that entry: G learns, from z, to make UTKFace-like faces 
 be masked and CelebA-like faces where they will not, and plain `G(z)` with z ~ N(0, I) draws the
 entries at their shares. The exported generator is a plain StyleGAN (PULSE's layout): no label,
 no new weights.
+
+Masks alone do not make G key on z: a plain D judges every fake against the mixture of reals, and
+the datasets' centres differ only in proportions (races, ages, photo style), so a run trained that
+way made the same faces from either entry's latents (keying ~1.02 at 184 kimg). `d_projection`
+gives D each image's entry (`d_entries`: reals by dataset, fakes by their z), so each entry's fakes
+must pass as that entry's reals.
 """
 
 from __future__ import annotations
@@ -107,6 +113,14 @@ def entry_logits(data: TrainingImages, logit_r: torch.Tensor, real_idx: torch.Te
             if sel.any():
                 out[f"{side}_{name}"] = float(logit[sel].mean())
     return out
+
+
+def d_entries(data: TrainingImages, real_idx: torch.Tensor | None, z: torch.Tensor,
+              device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The entries a projection D judges one step's images as: reals (B,) by the dataset their
+    images come from (None without `real_idx`), fakes (B,) by the entry their z stands for."""
+    real = data.entry_of[real_idx.cpu()].to(device) if real_idx is not None else None
+    return real, latent_entries(z, data.entry_shares).to(device)
 
 
 def _fake_masks(data: TrainingImages, z: torch.Tensor, device: torch.device) -> torch.Tensor | None:
