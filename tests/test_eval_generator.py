@@ -13,6 +13,7 @@ from idpulse.config import load_config
 from idpulse.evaluation.descriptors import frechet_distance, frechet_from_stats
 from idpulse.evaluation.generator_report import (
     GeneratorReportConfig,
+    by_data_tiles,
     class_shares,
     generator_report,
     random_samples,
@@ -109,6 +110,10 @@ def test_samples_are_grouped_by_the_data_their_z_stands_for():
     assert x0.shape == x1.shape == (5, 3, 2, 2)
     assert all(z[int(x[0, 0, 0]), 0] <= cut for x in x0) and all(z[int(x[0, 0, 0]), 0] > cut for x in x1)
     assert samples_by_data(samples, z, {"data": "celeba"}) == []  # one dataset: nothing to group
+    x = 10 + torch.arange(13.0)[:, None, None, None].expand(-1, 3, 2, 2)  # tile i is all 10 + i; white is 1
+    tiles = by_data_tiles([("a", x[:3], 3), ("b", x[3:], 10)], x[0], ncol=4)  # a short row, then 2.5 rows
+    assert [float(t[0, 0, 0]) for t in tiles] == [10, 11, 12, 1] + [13 + i for i in range(10)] + [1, 1]
+    assert all(t.shape == (3, 2, 2) and bool((t == t[0, 0, 0]).all()) for t in tiles)
     assert samples_by_data(samples, z, {"data": "celeba,utkface"}) == []  # no shares recorded
 
 

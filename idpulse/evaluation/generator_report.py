@@ -110,10 +110,7 @@ def generator_report(cfg: GeneratorReportConfig, *, progress: bool = True) -> di
     z = sample_latents(len(samples), cfg.sample_seed, G.w_dim)  # the samples' own z (n, 512)
     by_data = samples_by_data(samples, z, recipe)
     if by_data:  # each dataset's faces apart: a framed dataset's were trained on their centre alone
-        tiles = []
-        for _, xs, _ in by_data:  # each entry from a new row; white tiles fill its last one
-            tiles += list(xs) + [torch.ones_like(samples[0])] * (-len(xs) % 8)
-        make_grid(tiles, ncol=8, pad=0).save(out / "samples_by_data.png")
+        make_grid(by_data_tiles(by_data, samples[0]), ncol=8, pad=0).save(out / "samples_by_data.png")
         report["samples_by_data"] = [{"data": name, "shown": len(xs), "of_samples": k} for name, xs, k in by_data]
         report["keying"] = keying(G, recipe, z[:64], cfg.sample_seed, device)
     report["descriptor_fd"] = descriptor_fd(cfg, samples[:cfg.fd_faces], px)
@@ -173,6 +170,15 @@ def samples_by_data(samples: torch.Tensor, z: torch.Tensor, recipe: dict, per_en
         return []
     entry = latent_entries(z, torch.tensor(recipe["data_shares"], dtype=torch.float64))
     return [(name, samples[entry == k][:per_entry], int((entry == k).sum())) for k, name in enumerate(names)]
+
+
+def by_data_tiles(by_data: list, like: torch.Tensor, ncol: int = 8) -> list:
+    """`samples_by_data`'s groups as one list of tiles for a grid `ncol` wide: each entry from a new
+    row, white tiles (shaped `like`, (3, S, S)) filling the rest of its last row."""
+    tiles = []
+    for _, xs, _ in by_data:
+        tiles += list(xs) + [torch.ones_like(like)] * (-len(xs) % ncol)
+    return tiles
 
 
 def descriptor_fd(cfg: GeneratorReportConfig, samples: torch.Tensor, resolution: int) -> dict:
