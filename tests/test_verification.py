@@ -107,3 +107,18 @@ def test_the_command_writes_the_pairwise_difference(tmp_path, capsys):
     out = json.loads((tmp_path / "out.json").read_text())
     assert len(out) == 2 and "minus_first" not in out[0] and out[1]["minus_first"]["accuracy"]["n"] == 40
     assert "b.pt minus a.pt, on the same pairs" in capsys.readouterr().out
+
+
+def test_extractors_named_alike_are_told_apart_by_their_folders():
+    """Run folders all hold an `extractor.pt`: the printed names keep as much of each path as it takes."""
+    from idpulse.evaluation.verification import render_paired, short_names
+
+    paths = ["runs/a/cut2/extractor.pt", "runs/b/cut2/extractor.pt", "runs/a/cut1/extractor.pt",
+             "checkpoints/extractor_f.pt"]
+    assert short_names(paths) == {"runs/a/cut2/extractor.pt": "a/cut2/extractor.pt",
+                                  "runs/b/cut2/extractor.pt": "b/cut2/extractor.pt",
+                                  "runs/a/cut1/extractor.pt": "cut1/extractor.pt",
+                                  "checkpoints/extractor_f.pt": "extractor_f.pt"}
+    assert short_names(["x.pt", "x.pt"]) == {"x.pt": "x.pt"}  # one path twice: nothing to tell apart
+    d = {"a": paths[0], "b": paths[2], "accuracy": {"mean": 0.01, "ci95": (0.0, 0.02)}}
+    assert render_paired(d, short_names(paths)).startswith("cut1/extractor.pt minus a/cut2/extractor.pt")

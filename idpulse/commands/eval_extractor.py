@@ -36,8 +36,11 @@ def main(argv=None):
         pulse_pair_faces,
         render,
         render_paired,
+        short_names,
         verification,
     )
+
+    names = short_names(args.extractors)  # run folders' extractor.pt files told apart by their folders
 
     results, pp = [], None
     for path in args.extractors:
@@ -45,10 +48,10 @@ def main(argv=None):
         if cfg.pulse_pairs and pp is None:  # the same PULSE results for every extractor
             pp = pulse_pair_faces(cfg, progress=not args.quiet)
         results.append(verification(cfg, progress=not args.quiet, pulse_pairs=pp))
-        print(render(results[-1]))
+        print(render(results[-1], names[path]), flush=True)
     paired = [paired_difference(results[0], r) for r in results[1:]]
     for d in paired:
-        print(render_paired(d))
+        print(render_paired(d, names), flush=True)
     if args.json:
         out = [public(r) for r in results]
         for r, d in zip(out[1:], paired):

@@ -149,9 +149,22 @@ def verification(cfg: VerificationConfig, *, progress: bool = True, pulse_pairs:
     return out
 
 
-def render(r: dict) -> str:
+def short_names(paths: list[str]) -> dict[str, str]:
+    """Each path's shortest tail of path parts that no other path in `paths` ends with: file names
+    where they differ, `f_cut2/extractor.pt` for run folders' `extractor.pt`s."""
+    parts = {p: Path(p).parts for p in paths}
+    out = {}
+    for p, ps in parts.items():
+        k = 1
+        while k < len(ps) and any(q != p and qs[-k:] == ps[-k:] for q, qs in parts.items()):
+            k += 1
+        out[p] = str(Path(*ps[-k:]))
+    return out
+
+
+def render(r: dict, name: str | None = None) -> str:
     lo, hi = r["accuracy_ci95"]
-    return (f"{Path(r['extractor']).name}: verification on {r['pairs']} Same + {r['pairs']} Diff pairs of "
+    return (f"{name or Path(r['extractor']).name}: verification on {r['pairs']} Same + {r['pairs']} Diff pairs of "
             f"{r.get('data', 'CelebA')} {r['split']} identities: {100 * r['accuracy']:.1f}% "
             f"({100 * lo:.1f}-{100 * hi:.1f}) at its "
             f"theta_thr {r['theta_thr']:.1f} deg (best threshold on these pairs: {r['best_threshold']:.1f} deg, "
@@ -168,12 +181,14 @@ def _render_pulse(p: dict | None) -> str:
             f"± {p['angle']['sd']:.1f} ({100 * p['searches_accepted']:.0f}% of the searches within eps)")
 
 
-def render_paired(d: dict) -> str:
+def render_paired(d: dict, names: dict[str, str] | None = None) -> str:
     def pts(m: dict, scale: float = 100.0, unit: str = " points") -> str:
         lo, hi = m["ci95"]
         return f"{scale * m['mean']:+.1f}{unit} ({scale * lo:+.1f} to {scale * hi:+.1f})"
 
-    text = (f"{Path(d['b']).name} minus {Path(d['a']).name}, on the same pairs: verification "
+    names = names or {}
+    a, b = (names.get(d[k], Path(d[k]).name) for k in ("a", "b"))
+    text = (f"{b} minus {a}, on the same pairs: verification "
             f"{pts(d['accuracy'])}")
     if "different" in d:
         text += (f"; PULSE results called different {pts(d['different'])}, "
