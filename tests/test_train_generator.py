@@ -292,9 +292,9 @@ def test_projection_discriminator_starts_unconditional_and_adds_one_term_per_ent
 def test_projection_d_sees_reals_by_their_dataset_and_fakes_by_their_z():
     """d_step and g_step hand D each real's dataset and each fake's latent entry: entry 1's images are
     white and its masks keep only the left half, so a recorded image shows which entry it stands for."""
+    from idpulse.generator.stylegan import Generator
     from idpulse.training.gan import GanTrainConfig, _mixed_ws, d_step, g_step
     from idpulse.training.gan_data import TrainingImages
-    from idpulse.generator.stylegan import Generator
 
     torch.manual_seed(0)
     images = torch.cat([torch.zeros(6, 3, 8, 8, dtype=torch.uint8), torch.full((6, 3, 8, 8), 255, dtype=torch.uint8)])
