@@ -108,7 +108,7 @@ def test_tight_crops_are_framed_with_their_missing_border_masked():
     data for are masked, for reals (zero there) and for fakes alike (masks drawn from the same
     pool with the same weights), so neither side can show D an empty border."""
     from idpulse.align import crop_template, frame_coverage
-    from idpulse.training.gan_data import TrainingImages, _batch, _fake_masks
+    from idpulse.training.gan_data import TrainingImages, _batch, _fake_masks, fake_entries
 
     framed = frame_coverage(crop_template(96), (96, 96), 64)  # a crop already in the frame: all there
     assert framed[2:-2, 2:-2].all()
@@ -123,7 +123,8 @@ def test_tight_crops_are_framed_with_their_missing_border_masked():
     assert torch.equal(idx, torch.ones(5, dtype=torch.long))  # image 0 has weight 0
     assert torch.equal(m, masks[1:].expand(5, -1, -1, -1)) and (x[~m.expand_as(x)] == 0).all()
     assert (x[m.expand_as(x)] == 1).all()
-    assert torch.equal(_fake_masks(data, torch.randn(3, 16), torch.device("cpu")), masks[1:].expand(3, -1, -1, -1))
+    fakes = fake_entries(data, torch.randn(3, 16))
+    assert torch.equal(_fake_masks(data, fakes, torch.device("cpu")), masks[1:].expand(3, -1, -1, -1))
 
 
 def test_each_fake_is_masked_as_the_data_its_z_stands_for():
@@ -131,7 +132,7 @@ def test_each_fake_is_masked_as_the_data_its_z_stands_for():
     coordinate, entries come up at their shares under z ~ N(0, I), and a fake of the framed entry
     takes a mask of that entry's images (drawn by their weights), one of the other no mask at all."""
     from idpulse.data.sampling import latent_entries
-    from idpulse.training.gan_data import TrainingImages, _fake_masks
+    from idpulse.training.gan_data import TrainingImages, _fake_masks, fake_entries
 
     shares = torch.tensor([0.7, 0.3], dtype=torch.float64)
     z = torch.randn(200_000, 4, generator=torch.Generator().manual_seed(0))
@@ -151,7 +152,7 @@ def test_each_fake_is_masked_as_the_data_its_z_stands_for():
     assert torch.equal(data.entry_of, torch.tensor([0, 0, 1, 1, 1]))
     assert torch.allclose(data.entry_shares, shares)
     z = torch.randn(400, 4, generator=torch.Generator().manual_seed(1))
-    m = _fake_masks(data, z, torch.device("cpu"))
+    m = _fake_masks(data, fake_entries(data, z), torch.device("cpu"))
     of_b = latent_entries(z, shares) == 1
     assert m[~of_b].all()  # entry a's fakes: whole
     mb = m[of_b][:, 0]  # (n_b, 4, 4): entry b's fakes, each one of b's masks but never image 4's (weight 0)

@@ -31,7 +31,7 @@ from ..generator.weights import save_generator
 from ..precision import uses_bf16
 from .augment import diff_augment
 from .discriminator import Discriminator
-from .gan_data import TrainingImages, _batch, _fake_masks, d_entries, entry_logits, load_training_images
+from .gan_data import TrainingImages, _batch, _fake_masks, entry_logits, fake_entries, load_training_images
 
 
 @dataclass
@@ -146,18 +146,20 @@ def d_step(G, D, opt_D, D_logits, images: torch.Tensor, cfg, step: int, device, 
     G.requires_grad_(False)
     D.requires_grad_(True)
     z = torch.randn(cfg.batch, G.w_dim, device=device)
-    several = len(images.counts) > 1
     with torch.no_grad(), autocast:
-        fake = G.synthesis(_mixed_ws(G, z, cfg.style_mixing, keep_entry=several))
+        fake = G.synthesis(_mixed_ws(G, z, cfg.style_mixing, keep_entry=len(images.counts) > 1))
     real, _, real_idx = _batch(images, cfg.batch, cfg.xflip, device)
-    fake_mask = _fake_masks(images, z, device)  # each fake masked as the data its z stands for
+    entry_f = fake_entries(images, z)  # (B,) the data each fake stands for: its mask and D's label
+    fake_mask = _fake_masks(images, entry_f, device)
     if fake_mask is not None:
         fake = fake * fake_mask
-    entry_r, entry_f = d_entries(images, real_idx, z, device) if cfg.d_projection else (None, None)
+    # a projection D's labels: reals by their dataset, fakes by their z
+    label_r, label_f = ((images.entry_of[real_idx.cpu()].to(device), entry_f.to(device)) if cfg.d_projection
+                        else (None, None))
     do_r1 = cfg.r1_gamma > 0 and step % cfg.r1_every == 0
     real.requires_grad_(do_r1)
     # R1's double backward: eager D
-    logit_r, logit_f = D_logits(real, entry_r, eager=do_r1), D_logits(fake.float(), entry_f)
+    logit_r, logit_f = D_logits(real, label_r, eager=do_r1), D_logits(fake.float(), label_f)
     loss_D = F.softplus(logit_f).mean() + F.softplus(-logit_r).mean()
     r1 = torch.zeros((), device=device)
     if do_r1:
@@ -180,11 +182,12 @@ def g_step(G, D, opt_G, D_logits, images, cfg, device, autocast) -> torch.Tensor
     z = torch.randn(cfg.batch, G.w_dim, device=device)
     with autocast:
         fake = G.synthesis(_mixed_ws(G, z, cfg.style_mixing, keep_entry=len(images.counts) > 1))
-    fake_mask = _fake_masks(images, z, device)
+    entry_f = fake_entries(images, z)  # (B,) the data each fake stands for: its mask and D's label
+    fake_mask = _fake_masks(images, entry_f, device)
     if fake_mask is not None:
         fake = fake * fake_mask
-    entry_f = d_entries(images, None, z, device)[1] if cfg.d_projection else None
-    loss_G = F.softplus(-D_logits(fake.float(), entry_f)).mean()
+    label_f = entry_f.to(device) if cfg.d_projection else None  # a projection D's labels
+    loss_G = F.softplus(-D_logits(fake.float(), label_f)).mean()
     opt_G.zero_grad(set_to_none=True)
     loss_G.backward()
     dist_utils.average_gradients(G)

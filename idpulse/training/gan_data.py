@@ -16,8 +16,8 @@ no new weights.
 Masks alone do not make G key on z: a plain D judges every fake against the mixture of reals, and
 the datasets' centres differ only in proportions (races, ages, photo style), so a run trained that
 way made the same faces from either entry's latents (keying ~1.02 at 184 kimg). `d_projection`
-gives D each image's entry (`d_entries`: reals by dataset, fakes by their z), so each entry's fakes
-must pass as that entry's reals.
+gives D each image's entry (reals by dataset, `entry_of`; fakes by their z, `fake_entries`), so
+each entry's fakes must pass as that entry's reals.
 """
 
 from __future__ import annotations
@@ -115,23 +115,21 @@ def entry_logits(data: TrainingImages, logit_r: torch.Tensor, real_idx: torch.Te
     return out
 
 
-def d_entries(data: TrainingImages, real_idx: torch.Tensor | None, z: torch.Tensor,
-              device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """The entries a projection D judges one step's images as: reals (B,) by the dataset their
-    images come from (None without `real_idx`), fakes (B,) by the entry their z stands for."""
-    real = data.entry_of[real_idx.cpu()].to(device) if real_idx is not None else None
-    return real, latent_entries(z, data.entry_shares).to(device)
+def fake_entries(data: TrainingImages, z: torch.Tensor) -> torch.Tensor:
+    """(B,) long on the CPU: the entry of `data` each fake of latents z (B, 512) stands for
+    (`data.sampling.latent_entries` at the entries' shares); a step's masks and a projection D's
+    labels both read it."""
+    return latent_entries(z, data.entry_shares).cpu()
 
 
-def _fake_masks(data: TrainingImages, z: torch.Tensor, device: torch.device) -> torch.Tensor | None:
-    """Masks for the fakes of latents z (B, 512): each a mask of the entry its z stands for
-    (`data.sampling.latent_entries`), drawn with that entry's weights, so masked fakes meet masked
-    reals of the same data and G is never asked to paint the empty border of a tight crop.
-    -> (B, 1, S, S) bool."""
+def _fake_masks(data: TrainingImages, entry: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+    """Masks for fakes standing for entries `entry` (B,) (`fake_entries`): each a mask of its
+    entry's images, drawn with their weights, so masked fakes meet masked reals of the same data
+    and G is never asked to paint the empty border of a tight crop. -> (B, 1, S, S) bool."""
     if data.masks is None:
         return None
-    entry, image_entry = latent_entries(z, data.entry_shares).cpu(), data.entry_of
-    idx = torch.empty(len(z), dtype=torch.long)
+    entry, image_entry = entry.cpu(), data.entry_of
+    idx = torch.empty(len(entry), dtype=torch.long)
     for k in range(len(data.counts)):
         rows = (entry == k).nonzero()[:, 0]
         if len(rows):
