@@ -253,17 +253,18 @@ def test_training_on_celeba_and_framed_utkface_runs_with_masked_fakes(tmp_path):
 def test_d_logits_are_logged_per_dataset():
     """With several datasets, D's mean logit per dataset for reals (by image) and fakes (by the entry
     their z stands for): whether each dataset's fakes pass as well as its reals."""
-    from idpulse.training.gan_data import TrainingImages, entry_logits
+    from idpulse.training.gan_data import TrainingImages, entry_logits, fake_entries
 
     data = TrainingImages(torch.zeros(5, 3, 4, 4, dtype=torch.uint8), None,
                           torch.full((5,), 0.2, dtype=torch.float64), {"a": 2, "b": 3})
     z = torch.zeros(4, 8)
     z[:2, 0], z[2:, 0] = -1.0, 1.0  # shares 0.4 / 0.6: the cut is at ndtri(0.4) = -0.25
     r = entry_logits(data, torch.tensor([1.0, 3.0, 10.0]), torch.tensor([0, 1, 4]),
-                     torch.tensor([-1.0, -3.0, 5.0, 7.0]), z)
+                     torch.tensor([-1.0, -3.0, 5.0, 7.0]), fake_entries(data, z))
     assert r == {"real_a": 2.0, "real_b": 10.0, "fake_a": -2.0, "fake_b": 6.0}
     one = TrainingImages(data.images, None, data.weights, {"a": 5})
-    assert entry_logits(one, torch.zeros(3), torch.tensor([0, 1, 2]), torch.zeros(4), z) == {}
+    entry_f = torch.zeros(4, dtype=torch.long)
+    assert entry_logits(one, torch.zeros(3), torch.tensor([0, 1, 2]), torch.zeros(4), entry_f) == {}
 
 
 def test_projection_discriminator_starts_unconditional_and_adds_one_term_per_entry():

@@ -171,7 +171,7 @@ def d_step(G, D, opt_D, D_logits, images: torch.Tensor, cfg, step: int, device, 
     dist_utils.average_gradients(D)
     opt_D.step()
     return {"loss_D": loss_D, "r1": r1, "logit_r": logit_r, "logit_f": logit_f,
-            "by_entry": lambda: entry_logits(images, logit_r, real_idx, logit_f, z)}  # read when logged
+            "by_entry": lambda: entry_logits(images, logit_r, real_idx, logit_f, entry_f)}  # read when logged
 
 
 def g_step(G, D, opt_G, D_logits, images, cfg, device, autocast) -> torch.Tensor:

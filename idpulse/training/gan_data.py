@@ -98,15 +98,16 @@ def _batch(data: TrainingImages, n: int, xflip: bool,
 
 
 def entry_logits(data: TrainingImages, logit_r: torch.Tensor, real_idx: torch.Tensor, logit_f: torch.Tensor,
-                 z: torch.Tensor) -> dict[str, float]:
+                 entry_f: torch.Tensor) -> dict[str, float]:
     """D's mean logit per entry of `data` for one step's reals (by their images) and fakes (by the
-    entry their z stands for): {"real_<name>": ..., "fake_<name>": ...}, entries absent from the
-    batch left out; {} with a single entry. Whether D finds each entry's fakes as real as its reals."""
+    entries `entry_f` (B,) their z stand for, `fake_entries`): {"real_<name>": ..., "fake_<name>": ...},
+    entries absent from the batch left out; {} with a single entry. Whether D finds each entry's
+    fakes as real as its reals."""
     if len(data.counts) < 2:
         return {}
     out = {}
     for side, logit, entry in (("real", logit_r, data.entry_of[real_idx.cpu()]),
-                               ("fake", logit_f, latent_entries(z, data.entry_shares).cpu())):
+                               ("fake", logit_f, entry_f.cpu())):
         logit = logit.detach().cpu()  # (B,)
         for k, name in enumerate(data.counts):
             sel = entry == k
