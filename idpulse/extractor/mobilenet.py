@@ -103,15 +103,18 @@ class MobileNetV1(nn.Module):
     def forward_caffe(self, x: torch.Tensor) -> torch.Tensor:
         """The graph's own input, NCHW: x (B, 3, 224, 224), BGR 0-255 minus the Caffe means ->
         (B, 1024), the graph's `global_pooling/Mean`."""
-        x = F.relu6(self.stem(_tf_same_pad(x, 3, 2)))  # (B, 32, 112, 112)
-        x = self.blocks(x)  # (B, 1024, 7, 7)
+        x = self.blocks(self._stem(x))  # (B, 1024, 7, 7)
         return x.mean(dim=(2, 3))  # (B, 1024): global average pool
+
+    def _stem(self, x: torch.Tensor) -> torch.Tensor:
+        """The graph's input (B, 3, 224, 224), Caffe style -> (B, 32, 112, 112): the stride-2 stem
+        conv after TF's asymmetric SAME padding, then ReLU6."""
+        return F.relu6(self.stem(_tf_same_pad(x, 3, 2)))
 
     def head(self, x: torch.Tensor, cut: int) -> torch.Tensor:
         """`forward`'s first part: x as `forward` takes it -> the maps (B, C, h, w) that enter the
         last `cut` blocks (1 <= cut <= 13; at 224 px the last block's input is (B, 1024, 7, 7))."""
-        x = F.relu6(self.stem(_tf_same_pad(self.to_caffe(x), 3, 2)))
-        return self.blocks[:len(self.blocks) - cut](x)
+        return self.blocks[:len(self.blocks) - cut](self._stem(self.to_caffe(x)))
 
     def tail(self, t: torch.Tensor, cut: int) -> torch.Tensor:
         """`forward`'s rest: `head`'s maps -> (B, 1024) pooled features; tail(head(x, k), k) == forward(x)."""
