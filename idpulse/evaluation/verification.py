@@ -134,7 +134,8 @@ def verification(cfg: VerificationConfig, *, progress: bool = True, pulse_pairs:
     ds = dataset(cfg.data, cfg.data_root or None, split=cfg.split, frame=False)
     faces, labels = preload_aligned(ds, 0, f"{cfg.data} {cfg.split} faces", progress)
     ids = [int(lb["identity"]) for lb in labels]
-    same, diff = same_diff_angles(f, faces, ids, cfg.pairs, cfg.seed, device)
+    same, diff = same_diff_angles(f, faces, ids, cfg.pairs, cfg.seed, device,
+                                  desc=f"{Path(cfg.extractor).name}: Same/Diff pairs" if progress else None)
     n = len(same) + len(diff)
     k = int((same < f.theta_thr).sum() + (diff >= f.theta_thr).sum())
     best_t, best_acc = best_angle_threshold(same, diff)

@@ -12,11 +12,15 @@ from .model import FaceExtractor
 
 
 def same_diff_angles(f: FaceExtractor, faces: torch.Tensor, ids: list[int], n: int, seed: int,
-                     device, trunk_features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     device, trunk_features: torch.Tensor | None = None,
+                     desc: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Angles under f of `n` random Same pairs (two photos of one identity) and `n` Diff pairs
     of the aligned uint8 `faces` (N, 3, 112, 112) with identities `ids`; -> ((n,), (n,)).
     `trunk_features` (N, C): f's backbone features of those faces, computed already (a frozen
-    backbone): only the embedding runs."""
+    backbone): only the embedding runs. `desc`: a progress bar of that title over the batches
+    (a 224 px backbone takes minutes on a CPU); None, none."""
+    from tqdm import tqdm
+
     g = torch.Generator().manual_seed(seed)
     by_id: dict[int, list[int]] = {}
     for i, k in enumerate(ids):
@@ -41,12 +45,12 @@ def same_diff_angles(f: FaceExtractor, faces: torch.Tensor, ids: list[int], n: i
 
     was = f.training
     f.eval()
-    angles = []
+    batches = [(k, p) for k, pairs in enumerate((same, diff)) for p in torch.tensor(pairs).split(256)]  # (b, 2)
+    parts: list[list[torch.Tensor]] = [[], []]
     with torch.no_grad():
-        for pairs in (same, diff):
-            idx = torch.tensor(pairs)
-            angles.append(torch.cat([angle_deg(feats(p[:, 0]), feats(p[:, 1])).cpu()
-                                     for p in idx.split(256)]))
+        for k, p in tqdm(batches, desc=desc, disable=desc is None, unit="batch"):
+            parts[k].append(angle_deg(feats(p[:, 0]), feats(p[:, 1])).cpu())
+    angles = [torch.cat(a) for a in parts]
     f.train(was)
     return angles[0], angles[1]
 
