@@ -67,6 +67,10 @@ class GanTrainConfig:
     batch: int = at_least(1, 32)  # per rank
     total_kimg: float = at_least(0, 300.0)  # images shown to D, in thousands, over all ranks
     lr: float = 0.002
+    # lr's multiplier for G's mapping network, on top of the lrmul 0.01 built into its layers (StyleGAN's,
+    # chosen for ~25 M images): at a few hundred kimg that leaves the mapping near its random start, and a
+    # generator trained on several datasets must learn in it which z stand for which entry (keying/<name>)
+    mapping_lr: float = at_least(0, 1.0)
     beta2: float = 0.99
     r1_gamma: float = 0.5
     r1_every: int = at_least(1, 16)
@@ -236,7 +240,9 @@ def build_state(cfg: GanTrainConfig, device, fresh: bool) -> GanState:
         _start_from(G, cfg.init)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     mb_ratio = cfg.r1_every / (cfg.r1_every + 1)  # lazy regularisation rescales D's Adam
-    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.0, cfg.beta2), eps=1e-8)
+    groups = [{"params": list(G.mapping.parameters()), "lr": cfg.lr * cfg.mapping_lr},
+              {"params": list(G.synthesis.parameters())}]
+    opt_G = torch.optim.Adam(groups, lr=cfg.lr, betas=(0.0, cfg.beta2), eps=1e-8)
     opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr * mb_ratio, betas=(0.0, cfg.beta2 ** mb_ratio), eps=1e-8)
     return GanState(G, D, G_ema, opt_G, opt_D)
 
