@@ -47,7 +47,7 @@ def main(argv=None):
         cfg = load_config(VerificationConfig, None, [*overrides, f"--extractor={path}"])
         if cfg.pulse_pairs and pp is None:  # the same PULSE results for every extractor
             pp = pulse_pair_faces(cfg, progress=not args.quiet)
-        results.append(verification(cfg, progress=not args.quiet, pulse_pairs=pp))
+        results.append(verification(cfg, progress=not args.quiet, pulse_pairs=pp, name=names[path]))
         print(render(results[-1], names[path]), flush=True)
     paired = [paired_difference(results[0], r) for r in results[1:]]
     for d in paired:

@@ -124,7 +124,10 @@ def public(r: dict) -> dict:
     return {k: public(v) if isinstance(v, dict) else v for k, v in r.items() if not k.startswith("_")}
 
 
-def verification(cfg: VerificationConfig, *, progress: bool = True, pulse_pairs: dict | None = None) -> dict:
+def verification(cfg: VerificationConfig, *, progress: bool = True, pulse_pairs: dict | None = None,
+                 name: str | None = None) -> dict:
+    """`cfg.extractor`'s verification on Same/Diff pairs (and, given `pulse_pairs`, how often it calls
+    PULSE results different from their sources); `name` titles its progress bar (default: the file's)."""
     from ..data import DATASETS, dataset
     from ..data.preload import preload_aligned
     from ..extractor.threshold import same_diff_angles
@@ -135,7 +138,7 @@ def verification(cfg: VerificationConfig, *, progress: bool = True, pulse_pairs:
     faces, labels = preload_aligned(ds, 0, f"{cfg.data} {cfg.split} faces", progress)
     ids = [int(lb["identity"]) for lb in labels]
     same, diff = same_diff_angles(f, faces, ids, cfg.pairs, cfg.seed, device,
-                                  desc=f"{Path(cfg.extractor).name}: Same/Diff pairs" if progress else None)
+                                  desc=f"{name or Path(cfg.extractor).name}: Same/Diff pairs" if progress else None)
     n = len(same) + len(diff)
     k = int((same < f.theta_thr).sum() + (diff >= f.theta_thr).sum())
     best_t, best_acc = best_angle_threshold(same, diff)
