@@ -357,3 +357,22 @@ def test_mapping_lr_scales_only_the_mapping_networks_steps():
     (map1, syn1), (map10, syn10) = first_step(1.0), first_step(10.0)
     assert map1 == pytest.approx(0.002, rel=0.01) and map10 == pytest.approx(0.02, rel=0.01)
     assert syn10 == syn1 == pytest.approx(0.002, rel=0.01)
+
+
+def test_entry_gain_scales_z0s_first_layer_weights_on_a_fresh_multi_dataset_run():
+    """entry_gain multiplies the mapping's first-layer weights of z[:, 0] (the coordinate that picks a
+    fake's entry) on a fresh run with several datasets, and nothing else; one dataset: no entry, no gain."""
+    from idpulse.training.gan import GanModelConfig, GanTrainConfig, build_state
+
+    def dense0(data: str, gain: float, fresh: bool = True) -> torch.Tensor:
+        torch.manual_seed(0)
+        cfg = GanTrainConfig(data=data, entry_gain=gain, d_fmap_base=32, d_fmap_max=16,
+                             generator=GanModelConfig(resolution=8, fmap_base=16, fmap_max=8, mapping_layers=2))
+        st = build_state(cfg, torch.device("cpu"), fresh=fresh)
+        assert torch.equal(st.G_ema.mapping.dense0.weight, st.G.mapping.dense0.weight)
+        return st.G.mapping.dense0.weight.detach()
+
+    plain, gained = dense0("celeba,utkface", 1.0), dense0("celeba,utkface", 4.0)
+    assert torch.equal(gained[:, 0], 4.0 * plain[:, 0]) and torch.equal(gained[:, 1:], plain[:, 1:])
+    assert torch.equal(dense0("celeba", 4.0), plain)  # no entries to key on
+    assert torch.equal(dense0("celeba,utkface", 4.0, fresh=False), plain)  # a resumed run loads its own
