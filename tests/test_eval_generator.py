@@ -10,6 +10,7 @@ import torch
 from conftest import need_shared
 
 from idpulse.config import load_config
+from idpulse.data.sampling import latent_entries
 from idpulse.evaluation.descriptors import frechet_distance, frechet_from_stats
 from idpulse.evaluation.generator_report import (
     GeneratorReportConfig,
@@ -152,6 +153,9 @@ def test_training_race_shares():
     assert r["n"] == 40 and sum(v["count"] for v in r["shares"].values()) == 40
     assert set(r["dataset_sizes"]) == {"celeba", "utkface"} and 0 < r["unique_images"] <= 40
     assert r["data_shares"] == [0.5, 0.5] and r["balance_races"] is True
+    by = r["by_data"]  # the same draws, split by the dataset each came from
+    assert set(by) == {"celeba", "utkface"} and sum(b["n"] for b in by.values()) == 40
+    assert all(sum(b["shares"][c]["count"] for b in by.values()) == r["shares"][c]["count"] for c in r["shares"])
     assert r == training_race_shares(judge, recipe, 32, 40, "cpu")  # a fixed draw
     assert "skipped" in training_race_shares(judge, {}, 32, 40, "cpu")
     assert "skipped" in training_race_shares(judge, {"data": "/no/such/folder", "split": "train"}, 32, 40, "cpu")
@@ -185,7 +189,8 @@ def test_report_of_a_generator_trained_on_two_datasets_shows_each_ones_samples(t
     save_generator(tiny_generator, tmp_path / "g.pt", meta={"data": "celeba,utkface", "split": "train",
                                                             "data_shares": [0.65, 0.35]})
     cfg = load_config(GeneratorReportConfig, None, [f"--out={tmp_path / 'r'}", "--sizes=[]", "--fd_faces=0",
-                                                    "--race_samples=0", f"--generator.checkpoint={tmp_path / 'g.pt'}"])
+                                                    "--race_samples=40", "--race_train_draws=0",
+                                                    f"--generator.checkpoint={tmp_path / 'g.pt'}"])
     r = generator_report(cfg, progress=False)
     by = r["samples_by_data"]
     assert [d["data"] for d in by] == ["celeba", "utkface"] and sum(d["of_samples"] for d in by) == 64
@@ -195,3 +200,12 @@ def test_report_of_a_generator_trained_on_two_datasets_shows_each_ones_samples(t
     assert "standing for CelebA" in (tmp_path / "r" / "report.md").read_text()
     assert list(r["keying"]) == ["utkface"] and r["keying"]["utkface"] > 0  # an untrained G: no more
     assert "Keying" in (tmp_path / "r" / "report.md").read_text()
+    # the race judge's shares per dataset: the samples' split by the entry their z stands for
+    race, n_by = r["race"], {d["data"]: d["of_samples"] for d in by}  # of the first 64 samples
+    z = sample_latents(40, cfg.sample_seed, tiny_generator.w_dim)
+    entry = latent_entries(z, torch.tensor([0.65, 0.35], dtype=torch.float64))
+    assert {k: v["n"] for k, v in race["samples_by_data"].items()} == {"celeba": int((entry == 0).sum()),
+                                                                       "utkface": int((entry == 1).sum())}
+    assert sum(v["shares"]["White"]["count"] for v in race["samples_by_data"].values()) == \
+        race["samples"]["shares"]["White"]["count"] and sum(n_by.values()) == 64
+    assert "By dataset" in (tmp_path / "r" / "report.md").read_text()

@@ -114,7 +114,7 @@ def generator_report(cfg: GeneratorReportConfig, *, progress: bool = True) -> di
         report["samples_by_data"] = [{"data": name, "shown": len(xs), "of_samples": k} for name, xs, k in by_data]
         report["keying"] = keying(G, recipe, z[:64], cfg.sample_seed, device)
     report["descriptor_fd"] = descriptor_fd(cfg, samples[:cfg.fd_faces], px)
-    report["race"] = race_report(cfg, samples[:cfg.race_samples], px, device, recipe)
+    report["race"] = race_report(cfg, samples[:cfg.race_samples], px, device, recipe, z[:cfg.race_samples])
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(render_markdown(report))
     return report
@@ -273,15 +273,22 @@ def training_race_shares(judge, recipe: dict, resolution: int, draws: int, devic
         d = int(np.searchsorted(offsets, i, side="right")) - 1
         images.append(sets[d][i - int(offsets[d])]["image"])
     pred = judge_in_chunks(judge, torch.stack(images), device)[inverse]
+    from_set = torch.as_tensor(np.searchsorted(offsets, idx.numpy(), side="right") - 1)  # (draws,) dataset
+    by_data = {n: class_shares(pred[from_set == d], judge.names) for d, n in enumerate(names)
+               if len(names) > 1 and (from_set == d).any()}
     return {**class_shares(pred, judge.names), "data": recipe["data"], "split": recipe.get("split", "train"),
+            "by_data": by_data,
             "dataset_sizes": {n: len(ds) for n, ds in zip(names, sets)},
             "data_shares": shares, "balance_races": bool(recipe.get("balance_races")),
             "unique_images": len(unique)}
 
 
-def race_report(cfg: GeneratorReportConfig, samples: torch.Tensor, resolution: int, device, recipe: dict) -> dict:
+def race_report(cfg: GeneratorReportConfig, samples: torch.Tensor, resolution: int, device, recipe: dict,
+                z: torch.Tensor) -> dict:
     """The race judge's class shares of the samples and of the generator's training data (`recipe`,
-    `training_recipe`'s)."""
+    `training_recipe`'s); for a generator trained on several datasets, also per dataset: of the
+    samples whose z (n, 512), the samples' own, stands for it, and of the draws from it."""
+    from ..data.sampling import data_entries, latent_entries
     from .judges import load_judge
 
     if len(samples) == 0 or not cfg.race_judge:
@@ -289,8 +296,13 @@ def race_report(cfg: GeneratorReportConfig, samples: torch.Tensor, resolution: i
     t0 = time.time()
     judge, _ = load_judge(cfg.race_judge)
     judge = judge.to(device)
-    out = {"judge": cfg.race_judge, "classes": judge.names, "samples": class_shares(judge_in_chunks(
-        judge, samples, device), judge.names)}
+    pred = judge_in_chunks(judge, samples, device)
+    out = {"judge": cfg.race_judge, "classes": judge.names, "samples": class_shares(pred, judge.names)}
+    names = data_entries(recipe.get("data", ""))
+    if len(names) > 1 and len(recipe.get("data_shares") or []) == len(names):
+        entry = latent_entries(z, torch.tensor(recipe["data_shares"], dtype=torch.float64))
+        out["samples_by_data"] = {n: class_shares(pred[entry == k], judge.names) for k, n in enumerate(names)
+                                  if (entry == k).any()}
     out["training_data"] = training_race_shares(judge, recipe, resolution, cfg.race_train_draws,
                                                 device) if cfg.race_train_draws else {"skipped": "race_train_draws=0"}
     out["seconds"] = time.time() - t0
@@ -383,9 +395,26 @@ def race_markdown(d: dict) -> list[str]:
         f"| class | samples ({s['n']}) | training data ({train}) |", "| --- | --- | --- |"]
     lines += [f"| {name or BAI} | {cell(s, name)} | {cell(t, name)} |" for name in [*d["classes"], None]]
     if "skipped" in t:
-        return lines + ["", f"Training data skipped: {t['skipped']}.", ""]
+        return lines + ["", f"Training data skipped: {t['skipped']}.", "", *race_by_data_markdown(d, cell)]
     sizes = ", ".join(f"{k} `{n}` images" for n, k in t["dataset_sizes"].items())
     how = f"data_shares {t['data_shares']}" if t["data_shares"] else "in proportion to size"
     return lines + ["", f"Training data: `{t['data']}` split `{t['split']}` ({sizes}), {t['n']} draws with "
                     f"replacement ({t['unique_images']} distinct images) weighted as the GAN's sampler weights them "
-                    f"({how}{', races balanced within a dataset' if t['balance_races'] else ''}).", ""]
+                    f"({how}{', races balanced within a dataset' if t['balance_races'] else ''}).", "",
+                    *race_by_data_markdown(d, cell)]
+
+
+def race_by_data_markdown(d: dict, cell) -> list[str]:
+    """Per training dataset (several): the shares among the samples whose z stands for it beside the
+    shares among the draws from it; whether G makes each dataset's races from its latents."""
+    by_s, by_t = d.get("samples_by_data") or {}, (d["training_data"].get("by_data") or {})
+    if not by_s:
+        return []
+    lines = ["By dataset: the samples whose z stands for it (`data.sampling.latent_entries`) beside the training "
+             "draws from it.", "", "| dataset | class | samples | training draws |", "| --- | --- | --- | --- |"]
+    for name, s in by_s.items():
+        t = by_t.get(name, {"skipped": "none"})
+        n_t = t.get("n", 0)
+        for cls in [*d["classes"], None]:
+            lines.append(f"| {_title(name)} ({s['n']} samples, {n_t} draws) | {cls or BAI} | {cell(s, cls)} | {cell(t, cls)} |")
+    return lines + [""]
