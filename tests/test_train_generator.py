@@ -376,3 +376,20 @@ def test_entry_gain_scales_z0s_first_layer_weights_on_a_fresh_multi_dataset_run(
     assert torch.equal(gained[:, 0], 4.0 * plain[:, 0]) and torch.equal(gained[:, 1:], plain[:, 1:])
     assert torch.equal(dense0("celeba", 4.0), plain)  # no entries to key on
     assert torch.equal(dense0("celeba,utkface", 4.0, fresh=False), plain)  # a resumed run loads its own
+
+
+def test_tensorboard_shows_each_r1_penalty(tmp_path):
+    """loss/r1 is written at every R1 step (0, 2, 4, 6 here), whatever log_every: with both even, no
+    logged step was an R1 step, and loss/r1 used to read 0 throughout."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    args = [a for a in _args(_faces(tmp_path / "faces"), run, 8) if not a.startswith(("--log_every", "--r1_every"))]
+    r = subprocess.run([*args, "--log_every=2", "--r1_every=2", "--r1_gamma=1"], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    events = EventAccumulator(str(run / "tb"))
+    events.Reload()
+    r1 = events.Scalars("loss/r1")
+    assert [e.step for e in r1] == [4, 12, 20, 28] and all(e.value > 0 for e in r1)  # images shown after each
+    assert len(events.Scalars("loss/D")) == 4  # the other losses still every log_every steps

@@ -416,5 +416,6 @@ def race_by_data_markdown(d: dict, cell) -> list[str]:
         t = by_t.get(name, {"skipped": "none"})
         n_t = t.get("n", 0)
         for cls in [*d["classes"], None]:
-            lines.append(f"| {_title(name)} ({s['n']} samples, {n_t} draws) | {cls or BAI} | {cell(s, cls)} | {cell(t, cls)} |")
+            row = f"{_title(name)} ({s['n']} samples, {n_t} draws)"
+            lines.append(f"| {row} | {cls or BAI} | {cell(s, cls)} | {cell(t, cls)} |")
     return lines + [""]

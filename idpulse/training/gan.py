@@ -152,7 +152,8 @@ def save_grid(images: torch.Tensor, path: Path, nrow: int) -> None:
 
 def d_step(G, D, opt_D, D_logits, images: torch.Tensor, cfg, step: int, device, autocast) -> dict:
     """The discriminator's step: softplus(D(fake)) + softplus(-D(real)), plus lazy R1 on the reals
-    every r1_every steps (gamma/2 * |grad D(real)|^2, scaled by r1_every). -> the losses and logits."""
+    every r1_every steps (gamma/2 * |grad D(real)|^2, scaled by r1_every). -> the losses and logits
+    (r1: the penalty |grad D(real)|^2, None on steps without it)."""
     G.requires_grad_(False)
     D.requires_grad_(True)
     z = torch.randn(cfg.batch, G.w_dim, device=device)
@@ -171,7 +172,7 @@ def d_step(G, D, opt_D, D_logits, images: torch.Tensor, cfg, step: int, device, 
     # R1's double backward: eager D
     logit_r, logit_f = D_logits(real, label_r, eager=do_r1), D_logits(fake.float(), label_f)
     loss_D = F.softplus(logit_f).mean() + F.softplus(-logit_r).mean()
-    r1 = torch.zeros((), device=device)
+    r1 = None
     if do_r1:
         (grad,) = torch.autograd.grad(logit_r.sum(), real, create_graph=True)
         r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean()
@@ -269,7 +270,7 @@ def resume(st: GanState, state_path: Path, cfg: GanTrainConfig, rank: int, devic
 
 def log_step(writer, bar, d: dict, loss_G: torch.Tensor, shown: int) -> None:
     """TensorBoard scalars and the progress bar's losses (rank 0)."""
-    for k, v in {"loss/D": d["loss_D"], "loss/G": loss_G, "loss/r1": d["r1"],
+    for k, v in {"loss/D": d["loss_D"], "loss/G": loss_G,
                  "logits/real": d["logit_r"].mean(), "logits/fake": d["logit_f"].mean()}.items():
         writer.add_scalar(k, v.item(), shown)
     for k, v in d["by_entry"]().items():  # several datasets: D's logits per dataset, reals and fakes
@@ -409,6 +410,10 @@ def training_loop(cfg: GanTrainConfig) -> Path:
         bar.update(batch * world)
         if rank == 0 and st.step % cfg.log_every == 0:
             log_step(writer, bar, d, loss_G, st.shown)
+        # R1 at each step that has it: a logged step's D step ran at step = -1 mod log_every, odd for an
+        # even log_every, so never one of r1_every's (even) R1 steps; loss/r1 used to read 0 throughout
+        if rank == 0 and d["r1"] is not None:
+            writer.add_scalar("loss/r1", d["r1"].item(), st.shown)
         if rank == 0 and (st.step % cfg.sample_every == 0 or st.shown >= total):
             write_samples(st.G_ema, r.fixed, run, writer, st.shown, images)
         timed_out = _timed_out(cfg, t_start, world, device)
