@@ -209,3 +209,12 @@ def test_report_of_a_generator_trained_on_two_datasets_shows_each_ones_samples(t
     assert sum(v["shares"]["White"]["count"] for v in race["samples_by_data"].values()) == \
         race["samples"]["shares"]["White"]["count"] and sum(n_by.values()) == 64
     assert "By dataset" in (tmp_path / "r" / "report.md").read_text()
+    assert "entry_gain" not in r and "amplified" not in (tmp_path / "r" / "report.md").read_text()
+    # a generator trained with entry_gain: its keying ratios are flagged as high by construction
+    save_generator(tiny_generator, tmp_path / "g2.pt", meta={"data": "celeba,utkface", "split": "train",
+                                                             "data_shares": [0.65, 0.35],
+                                                             "run_config": {"entry_gain": 16.0}})
+    cfg = load_config(GeneratorReportConfig, None, [f"--out={tmp_path / 'r2'}", "--sizes=[]", "--fd_faces=0",
+                                                    "--race_samples=0", f"--generator.checkpoint={tmp_path / 'g2.pt'}"])
+    assert generator_report(cfg, progress=False)["entry_gain"] == 16.0
+    assert "amplified (entry_gain 16)" in (tmp_path / "r2" / "report.md").read_text()

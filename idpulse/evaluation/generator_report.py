@@ -113,6 +113,8 @@ def generator_report(cfg: GeneratorReportConfig, *, progress: bool = True) -> di
         make_grid(by_data_tiles(by_data, samples[0]), ncol=8, pad=0).save(out / "samples_by_data.png")
         report["samples_by_data"] = [{"data": name, "shown": len(xs), "of_samples": k} for name, xs, k in by_data]
         report["keying"] = keying(G, recipe, z[:64], cfg.sample_seed, device)
+        if recipe.get("entry_gain", 1.0) != 1.0:  # z[:, 0] amplified from the start: keying reads high
+            report["entry_gain"] = recipe["entry_gain"]
     report["descriptor_fd"] = descriptor_fd(cfg, samples[:cfg.fd_faces], px)
     report["race"] = race_report(cfg, samples[:cfg.race_samples], px, device, recipe, z[:cfg.race_samples])
     (out / "report.json").write_text(json.dumps(report, indent=2))
@@ -231,7 +233,8 @@ def judge_in_chunks(judge, images: torch.Tensor, device, chunk: int = 256) -> to
 
 def training_recipe(cfg: GeneratorReportConfig) -> dict:
     """What the generator's checkpoint records of its training data: `data`, `split`, and where
-    present `data_shares`, `balance_races` (its meta, else the run config `export_generator` keeps);
+    present `data_shares`, `balance_races`, `entry_gain` (its meta, else the run config `export_generator`
+    keeps);
     {} for PULSE's weights, an untrained generator or a checkpoint that records none."""
     from ..checkpoint import torch_load
 
@@ -239,7 +242,7 @@ def training_recipe(cfg: GeneratorReportConfig) -> dict:
         return {}
     meta = torch_load(cfg.generator.checkpoint, "generator checkpoint").get("meta", {})
     run = meta.get("run_config", {})
-    out = {k: meta.get(k, run.get(k)) for k in ("data", "split", "data_shares", "balance_races")}
+    out = {k: meta.get(k, run.get(k)) for k in ("data", "split", "data_shares", "balance_races", "entry_gain")}
     return {k: v for k, v in out.items() if v is not None} if out["data"] else {}
 
 
@@ -350,6 +353,11 @@ def render_markdown(r: dict) -> str:
                   f"latents to another's changes the samples this many times as much as moving any other "
                   f"coordinate alike: {parts}. Near 1, the generator ignores which dataset a z stands for and "
                   "its faces are one mixture, every one judged against each dataset's images.", ""]
+        if r.get("entry_gain"):
+            gain = f"{r['entry_gain']:g}"
+            lines[-1:] = [f"This generator started with z's first coordinate amplified (entry_gain {gain}), "
+                          "so these ratios read high by construction: the race shares by dataset above say "
+                          "whether it makes each dataset's faces from its latents.", ""]
     for size in r["sizes"]:
         lines += [f"Held-out faces, their {size}x{size} thumbnails and PULSE's best result "
                   f"(`pulse_{size}px.png`):", "", f"![pulse {size}px](pulse_{size}px.png)", ""]
