@@ -64,7 +64,7 @@ class GanTrainConfig:
     # discriminator, `Discriminator`), reals by their dataset, fakes by the entry their z stands for;
     # without it G is free to ignore which entry its z picks (keying/<name> stays ~1)
     d_projection: bool = False
-    # with several entries in `data`, on a fresh run: the mapping's first layer starts with z[:, 0]'s
+    # with several entries in `data`, on a fresh run without `init`: the mapping's first layer starts with z[:, 0]'s
     # weights (the coordinate that picks each fake's entry, `data.sampling.latent_entries`) times this,
     # so that the entry is a strong direction in W from the first step rather than one of 512 equal
     # ones that G must learn to single out (a plain StyleGAN still: only a start). keying/<name>
