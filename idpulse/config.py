@@ -245,8 +245,15 @@ def check_resume(saved: dict, cfg, state_path: str | Path, may_change: set[str] 
     """A run resumes only with the settings it was started with (its data, model, schedule...):
     otherwise a one-line error naming the first setting that changed, instead of a size mismatch
     deep in the loop or a silently different run. `may_change`: keys that do not alter the result
-    (the device, logging intervals) or that extend the run (more epochs)."""
-    diff = first_difference(saved, to_dict(cfg), may_change)
+    (the device, logging intervals) or that extend the run (more epochs). A setting the saved run does
+    not record (newer than the run) counts as its default, the value new settings take for old behaviour."""
+    try:  # a setting added to the code after the run began: the run had its default, as the code then did
+        defaults = _flatten(to_dict(type(cfg)()))
+    except TypeError:  # a config with required fields: no defaults to fill in
+        defaults = {}
+    old = _flatten(saved)
+    old = {**{k: v for k, v in defaults.items() if k not in old}, **old}  # (flat, dotted keys)
+    diff = first_difference(old, to_dict(cfg), may_change)
     if diff is not None:
         key, was, now = diff
         raise ConfigError(f"{state_path} was started with {key}={was!r}, this run asks for {now!r}: resume with "

@@ -81,3 +81,19 @@ def test_a_section_set_in_part_keeps_its_fields_default():
     assert (cfg.pulse.steps, cfg.pulse.num_seeds) == (50, 1)
     cfg = load_config(ExtractorTrainConfig, None, ["--lookalike.pulse.eps=0.01", "--batch.siam=3"])
     assert (cfg.lookalike.pulse.eps, cfg.lookalike.pulse.num_seeds, cfg.batch.siam, cfg.batch.arc) == (0.01, 1, 3, 64)
+
+
+def test_resume_takes_a_setting_newer_than_the_run_at_its_default():
+    """check_resume: a setting the saved run does not record (added to the code since) counts as its
+    default, so an old run resumes with it at the default and is refused, naming it, with any other value."""
+    from idpulse.config import check_resume
+
+    saved = to_dict(Outer())
+    del saved["flag"], saved["inner"]["name"]  # a run started before these settings existed
+    check_resume(saved, Outer(), "state.pt")
+    with pytest.raises(ConfigError, match=r"state.pt was started with flag=False, this run asks for True"):
+        check_resume(saved, Outer(flag=True), "state.pt")
+    with pytest.raises(ConfigError, match=r"inner.name='adam', this run asks for 'sgd'"):
+        check_resume(saved, Outer(inner=Inner(name="sgd")), "state.pt")
+    with pytest.raises(ConfigError, match=r"inner.steps=100, this run asks for 5"):  # recorded settings as before
+        check_resume(saved, Outer(inner=Inner(steps=5)), "state.pt")
