@@ -155,8 +155,8 @@ def resume(st: DICState, state_path: Path, cfg: DICTrainConfig, rank: int, devic
     """Loads `state.pt` into `st` exactly (weights, optimisers, schedules, stage and iteration, this
     rank's RNG states); settings other than RESUMABLE_CHANGES must match the saved run's."""
     saved = torch_load(state_path, "training state")
-    # a state saved before DICGAN existed was a run without it
-    check_resume({"gan": to_dict(DICGANConfig()), **saved["config"]}, cfg, state_path, RESUMABLE_CHANGES)
+    # a state saved before DICGAN existed records no `gan`: check_resume takes it at its default (off)
+    check_resume(saved["config"], cfg, state_path, RESUMABLE_CHANGES)
     st.model.load_state_dict(saved["model"])
     if st.gan is not None and "gan" in saved:
         st.gan.load_state_dict(saved["gan"])
