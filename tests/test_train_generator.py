@@ -393,3 +393,22 @@ def test_tensorboard_shows_each_r1_penalty(tmp_path):
     r1 = events.Scalars("loss/r1")
     assert [e.step for e in r1] == [4, 12, 20, 28] and all(e.value > 0 for e in r1)  # images shown after each
     assert len(events.Scalars("loss/D")) == 4  # the other losses still every log_every steps
+
+
+def test_a_state_from_before_mapping_lr_resumes_with_its_adam_moments():
+    """G's Adam saved as one group (before mapping_lr) loads into build_state's two (mapping,
+    synthesis) with every parameter's moments and step where they were."""
+    from idpulse.training.gan import GanModelConfig, GanTrainConfig, _two_groups, build_state
+
+    cfg = GanTrainConfig(d_fmap_base=32, d_fmap_max=16,
+                         generator=GanModelConfig(resolution=8, fmap_base=16, fmap_max=8, mapping_layers=2))
+    st = build_state(cfg, torch.device("cpu"), fresh=True)
+    old = torch.optim.Adam(st.G.parameters(), lr=cfg.lr, betas=(0.0, cfg.beta2), eps=1e-8)  # as saved before
+    st.G(torch.randn(2, st.G.w_dim)).square().mean().backward()
+    old.step()
+    st.opt_G.load_state_dict(_two_groups(old.state_dict(), st.G))
+    for p in st.G.parameters():
+        for k in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(st.opt_G.state[p][k], old.state[p][k])
+    assert [g["lr"] for g in st.opt_G.param_groups] == [cfg.lr, cfg.lr]
+    assert _two_groups(st.opt_G.state_dict(), st.G) == st.opt_G.state_dict()  # two groups: as they are

@@ -263,9 +263,20 @@ def resume(st: GanState, state_path: Path, cfg: GanTrainConfig, rank: int, devic
     saved = torch_load(state_path, "training state")
     check_resume(saved["config"], cfg, state_path, RESUMABLE_CHANGES)
     for name in ("G", "D", "G_ema", "opt_G", "opt_D"):
-        getattr(st, name).load_state_dict(saved[name])
+        getattr(st, name).load_state_dict(_two_groups(saved[name], st.G) if name == "opt_G" else saved[name])
     st.step, st.shown, st.wall = saved["step"], saved["shown"], saved["wall"]
     set_own_rng_state(saved["rng"], rank, device)
+
+
+def _two_groups(opt_state: dict, G: Generator) -> dict:
+    """G's Adam state as `build_state` groups it (mapping, synthesis); a state saved before mapping_lr
+    existed has one group over G.parameters(), mapping first, at one lr, which mapping_lr 1 keeps."""
+    groups = opt_state["param_groups"]
+    if len(groups) != 1:
+        return opt_state
+    n = len(list(G.mapping.parameters()))
+    ids = groups[0]["params"]
+    return {**opt_state, "param_groups": [{**groups[0], "params": ids[:n]}, {**groups[0], "params": ids[n:]}]}
 
 
 def log_step(writer, bar, d: dict, loss_G: torch.Tensor, shown: int) -> None:
