@@ -161,16 +161,26 @@ def keying(G, recipe: dict, z: torch.Tensor, seed: int, device) -> dict:
     return dict(zip(data_entries(recipe["data"])[1:], ratios))
 
 
-def samples_by_data(samples: torch.Tensor, z: torch.Tensor, recipe: dict, per_entry: int = 16) -> list:
-    """For a generator trained on several datasets with `data_shares`: per entry of its `data`,
-    (name, up to `per_entry` of the samples whose z stands for it (`data.sampling.latent_entries`),
-    how many of all the samples it has); [] otherwise. samples (n, 3, S, S), z (n, 512)."""
+def sample_entries(z: torch.Tensor, recipe: dict) -> tuple[list[str], torch.Tensor] | None:
+    """For a generator trained on several datasets with `data_shares` (`recipe`, `training_recipe`'s):
+    the names of its `data` and the entry each latent of z (n, 512) stands for (n,)
+    (`data.sampling.latent_entries`); None otherwise."""
     from ..data.sampling import data_entries, latent_entries
 
     names = data_entries(recipe.get("data", ""))
     if len(names) < 2 or len(recipe.get("data_shares") or []) != len(names):
+        return None
+    return names, latent_entries(z, torch.tensor(recipe["data_shares"], dtype=torch.float64))
+
+
+def samples_by_data(samples: torch.Tensor, z: torch.Tensor, recipe: dict, per_entry: int = 16) -> list:
+    """For a generator trained on several datasets with `data_shares`: per entry of its `data`,
+    (name, up to `per_entry` of the samples whose z stands for it (`sample_entries`), how many of
+    all the samples it has); [] otherwise. samples (n, 3, S, S), z (n, 512)."""
+    found = sample_entries(z, recipe)
+    if found is None:
         return []
-    entry = latent_entries(z, torch.tensor(recipe["data_shares"], dtype=torch.float64))
+    names, entry = found
     return [(name, samples[entry == k][:per_entry], int((entry == k).sum())) for k, name in enumerate(names)]
 
 
@@ -271,12 +281,10 @@ def training_race_shares(judge, recipe: dict, resolution: int, draws: int, devic
     idx = torch.multinomial(weights, draws, replacement=True, generator=torch.Generator().manual_seed(0))
     offsets = np.cumsum([0] + [len(ds) for ds in sets])
     unique, inverse = torch.unique(idx, return_inverse=True)
-    images = []
-    for i in unique.tolist():
-        d = int(np.searchsorted(offsets, i, side="right")) - 1
-        images.append(sets[d][i - int(offsets[d])]["image"])
+    set_of = np.searchsorted(offsets, unique.numpy(), side="right") - 1  # (u,) each image's dataset
+    images = [sets[d][i - int(offsets[d])]["image"] for i, d in zip(unique.tolist(), set_of.tolist())]
     pred = judge_in_chunks(judge, torch.stack(images), device)[inverse]
-    from_set = torch.as_tensor(np.searchsorted(offsets, idx.numpy(), side="right") - 1)  # (draws,) dataset
+    from_set = torch.as_tensor(set_of)[inverse]  # (draws,) the dataset of each draw
     by_data = {n: class_shares(pred[from_set == d], judge.names) for d, n in enumerate(names)
                if len(names) > 1 and (from_set == d).any()}
     return {**class_shares(pred, judge.names), "data": recipe["data"], "split": recipe.get("split", "train"),
@@ -291,7 +299,6 @@ def race_report(cfg: GeneratorReportConfig, samples: torch.Tensor, resolution: i
     """The race judge's class shares of the samples and of the generator's training data (`recipe`,
     `training_recipe`'s); for a generator trained on several datasets, also per dataset: of the
     samples whose z (n, 512), the samples' own, stands for it, and of the draws from it."""
-    from ..data.sampling import data_entries, latent_entries
     from .judges import load_judge
 
     if len(samples) == 0 or not cfg.race_judge:
@@ -301,9 +308,9 @@ def race_report(cfg: GeneratorReportConfig, samples: torch.Tensor, resolution: i
     judge = judge.to(device)
     pred = judge_in_chunks(judge, samples, device)
     out = {"judge": cfg.race_judge, "classes": judge.names, "samples": class_shares(pred, judge.names)}
-    names = data_entries(recipe.get("data", ""))
-    if len(names) > 1 and len(recipe.get("data_shares") or []) == len(names):
-        entry = latent_entries(z, torch.tensor(recipe["data_shares"], dtype=torch.float64))
+    found = sample_entries(z, recipe)
+    if found is not None:
+        names, entry = found
         out["samples_by_data"] = {n: class_shares(pred[entry == k], judge.names) for k, n in enumerate(names)
                                   if (entry == k).any()}
     out["training_data"] = training_race_shares(judge, recipe, resolution, cfg.race_train_draws,
