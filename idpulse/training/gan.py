@@ -64,11 +64,12 @@ class GanTrainConfig:
     # discriminator, `Discriminator`), reals by their dataset, fakes by the entry their z stands for;
     # without it G is free to ignore which entry its z picks (keying/<name> stays ~1)
     d_projection: bool = False
-    # with several entries in `data`, on a fresh run without `init`: the mapping's first layer starts with z[:, 0]'s
-    # weights (the coordinate that picks each fake's entry, `data.sampling.latent_entries`) times this,
-    # so that the entry is a strong direction in W from the first step rather than one of 512 equal
-    # ones that G must learn to single out (a plain StyleGAN still: only a start). keying/<name>
-    # compares z[:, 0]'s moves with the other coordinates', so above 1 it reads high by construction
+    # with several entries in `data`, on a fresh run without `init`: the mapping's first layer starts
+    # with z[:, 0]'s weights (the coordinate that picks each fake's entry, `data.sampling.latent_entries`)
+    # times this, so that the entry is a strong direction in W from the first step rather than one of
+    # 512 equal ones that G must learn to single out (a plain StyleGAN still: only a start).
+    # keying/<name> compares z[:, 0]'s moves with the other coordinates', so above 1 it reads high by
+    # construction
     entry_gain: float = at_least(0, 1.0)
     batch: int = at_least(1, 32)  # per rank
     total_kimg: float = at_least(0, 300.0)  # images shown to D, in thousands, over all ranks
