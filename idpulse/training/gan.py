@@ -54,6 +54,13 @@ class GanTrainConfig:
     data_shares: list[float] = field(default_factory=list)
     # within a dataset with race labels, draw each race equally often (its share is kept)
     balance_races: bool = False
+    # an entry of `data` with whole frames (e.g. "celeba") whose images give the framed entries' crops
+    # the border they have no pixels for (`data.completion`: the best-matching donor's surround, the
+    # crop's centre pasted over it): G then trains on whole frames, no masks. Empty: framed crops are
+    # masked, and each fake as the entry its z stands for (`gan_data.py`)
+    complete_from: str = ""
+    # leave out images whose `age` label is below this many years (a child's face fits no donor's head)
+    min_age: int = at_least(0, 0)
     init: str = ""  # a generator checkpoint that G and G_ema start from (fine-tuning; D starts afresh)
     device: str = "auto"
     seed: int = 0

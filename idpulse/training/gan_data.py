@@ -22,6 +22,7 @@ each entry's fakes must pass as that entry's reals.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -72,11 +73,47 @@ def load_training_images(cfg) -> TrainingImages:
             raise UserError(f"no training images found for data entry {name!r}")
     if not sets:
         raise UserError("data names no dataset")
+    if cfg.complete_from:
+        _check_donors(cfg.complete_from, names, sets)
+    sets = [_at_least_age(ds, cfg.min_age, name) for ds, name in zip(sets, names)]
     weights = draw_weights(sets, cfg.data_shares, cfg.balance_races)
     images, masks = zip(*(ds.load_uint8(progress=dist_utils.is_main(), masks=True) for ds in sets))
-    any_mask = any(ds.frame for ds in sets)  # else every pixel is a photo's: no masks at all
+    images, masks = list(images), list(masks)
+    if cfg.complete_from:
+        from ..data.completion import complete_with_donors
+
+        donors = images[names.index(cfg.complete_from)]
+        for k, ds in enumerate(sets):
+            if ds.frame:
+                images[k] = complete_with_donors(images[k], masks[k], donors, progress=dist_utils.is_main())
+        any_mask = False  # every frame whole now
+    else:
+        any_mask = any(ds.frame for ds in sets)  # else every pixel is a photo's: no masks at all
     return TrainingImages(torch.cat(images), torch.cat(masks) if any_mask else None, weights,
                           {name: len(ds) for name, ds in zip(names, sets)})
+
+
+def _check_donors(donor: str, names: list[str], sets: list) -> None:
+    """`complete_from` must name an entry of `data` with whole frames, beside at least one framed one."""
+    if donor not in names:
+        raise UserError(f"complete_from={donor!r} is not an entry of data ({', '.join(names)})")
+    if sets[names.index(donor)].frame:
+        raise UserError(f"complete_from={donor!r}: its own crops are framed (with empty borders); name an "
+                        "entry with whole frames, such as celeba")
+    if not any(ds.frame for ds in sets):
+        raise UserError(f"complete_from={donor!r}, but no entry of data is framed: nothing to complete")
+
+
+def _at_least_age(ds, min_age: int, name: str):
+    """ds without the images whose `age` label is below min_age years (FairFace's brackets by their
+    lower end); unchanged without an age label or with min_age 0."""
+    if min_age <= 0 or "age" not in ds.labels:
+        return ds
+    years = [int(a) if isinstance(a, int) else int(re.search(r"\d+", str(a)).group()) for a in ds.labels["age"]]
+    keep = [i for i, y in enumerate(years) if y >= min_age]
+    if not keep:
+        raise UserError(f"min_age={min_age} leaves no image of data entry {name!r}")
+    return ds.subset(keep)
 
 
 def _draw(data: TrainingImages, n: int) -> torch.Tensor:
