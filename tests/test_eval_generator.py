@@ -116,6 +116,8 @@ def test_samples_are_grouped_by_the_data_their_z_stands_for():
     assert [float(t[0, 0, 0]) for t in tiles] == [10, 11, 12, 1] + [13 + i for i in range(10)] + [1, 1]
     assert all(t.shape == (3, 2, 2) and bool((t == t[0, 0, 0]).all()) for t in tiles)
     assert samples_by_data(samples, z, {"data": "celeba,utkface"}) == []  # no shares recorded
+    completed = {"data": "celeba,utkface", "data_shares": [0.65, 0.35], "complete_from": "celeba"}
+    assert samples_by_data(samples, z, completed) == []  # whole frames, no masks: z never tied to a dataset
 
 
 def test_class_shares():
@@ -139,6 +141,10 @@ def test_training_recipe_from_checkpoint_meta(tmp_path, tiny_generator):
                                                             "run_config": {"balance_races": True, "data": "x"}})
     cfg = load_config(GeneratorReportConfig, None, [f"--generator.checkpoint={tmp_path / 'e.pt'}"])
     assert training_recipe(cfg) == {"data": "celeba", "split": "train", "balance_races": True}
+    save_generator(tiny_generator, tmp_path / "c.pt", meta={"data": "celeba,utkface", "split": "train",
+                                                            "complete_from": "celeba", "min_age": 13})
+    cfg = load_config(GeneratorReportConfig, None, [f"--generator.checkpoint={tmp_path / 'c.pt'}"])
+    assert training_recipe(cfg)["complete_from"] == "celeba" and training_recipe(cfg)["min_age"] == 13
     assert training_recipe(load_config(GeneratorReportConfig, None, TINY)) == {}
 
 
@@ -157,6 +163,12 @@ def test_training_race_shares():
     assert set(by) == {"celeba", "utkface"} and sum(b["n"] for b in by.values()) == 40
     assert all(sum(b["shares"][c]["count"] for b in by.values()) == r["shares"][c]["count"] for c in r["shares"])
     assert r == training_race_shares(judge, recipe, 32, 40, "cpu")  # a fixed draw
+    adults = training_race_shares(judge, {**recipe, "min_age": 60}, 32, 40, "cpu")
+    from idpulse.data import dataset
+
+    n_utk = len(dataset("utkface", split="test"))
+    assert adults["min_age"] == 60 and 0 < adults["dataset_sizes"]["utkface"] < n_utk
+    assert adults["dataset_sizes"]["celeba"] == r["dataset_sizes"]["celeba"]  # no age labels: all kept
     assert "skipped" in training_race_shares(judge, {}, 32, 40, "cpu")
     assert "skipped" in training_race_shares(judge, {"data": "/no/such/folder", "split": "train"}, 32, 40, "cpu")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from ..errors import UserError
@@ -11,6 +13,19 @@ def data_entries(spec: str) -> list[str]:
     """A comma list of training data (GAN training's `data`, a checkpoint's record of it) -> its
     entries, dataset names or folders, in order: "celeba, utkface" -> ["celeba", "utkface"]."""
     return [n.strip() for n in spec.split(",") if n.strip()]
+
+
+def at_least_age(ds, min_age: int, name: str):
+    """ds without the images whose `age` label is below min_age years (FairFace's brackets, "20-29",
+    by their lower end); unchanged without an age label or with min_age 0. GAN training's `min_age`,
+    and the generator report's draws from its training data."""
+    if min_age <= 0 or "age" not in ds.labels:
+        return ds
+    years = [int(a) if isinstance(a, int) else int(re.search(r"\d+", str(a)).group()) for a in ds.labels["age"]]
+    keep = [i for i, y in enumerate(years) if y >= min_age]
+    if not keep:
+        raise UserError(f"min_age={min_age} leaves no image of data entry {name!r}")
+    return ds.subset(keep)
 
 
 def draw_weights(sets: list, shares: list[float], balance_races: bool) -> torch.Tensor:

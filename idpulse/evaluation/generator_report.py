@@ -164,11 +164,12 @@ def keying(G, recipe: dict, z: torch.Tensor, seed: int, device) -> dict:
 def sample_entries(z: torch.Tensor, recipe: dict) -> tuple[list[str], torch.Tensor] | None:
     """For a generator trained on several datasets with `data_shares` (`recipe`, `training_recipe`'s):
     the names of its `data` and the entry each latent of z (n, 512) stands for (n,)
-    (`data.sampling.latent_entries`); None otherwise."""
+    (`data.sampling.latent_entries`); None otherwise, and for one trained on completed frames
+    (`complete_from`): with no masks, its z were never tied to a dataset."""
     from ..data.sampling import data_entries, latent_entries
 
     names = data_entries(recipe.get("data", ""))
-    if len(names) < 2 or len(recipe.get("data_shares") or []) != len(names):
+    if len(names) < 2 or len(recipe.get("data_shares") or []) != len(names) or recipe.get("complete_from"):
         return None
     return names, latent_entries(z, torch.tensor(recipe["data_shares"], dtype=torch.float64))
 
@@ -243,8 +244,8 @@ def judge_in_chunks(judge, images: torch.Tensor, device, chunk: int = 256) -> to
 
 def training_recipe(cfg: GeneratorReportConfig) -> dict:
     """What the generator's checkpoint records of its training data: `data`, `split`, and where
-    present `data_shares`, `balance_races`, `entry_gain` (its meta, else the run config `export_generator`
-    keeps);
+    present `data_shares`, `balance_races`, `entry_gain`, `complete_from`, `min_age` (its meta, else the
+    run config `export_generator` keeps);
     {} for PULSE's weights, an untrained generator or a checkpoint that records none."""
     from ..checkpoint import torch_load
 
@@ -252,18 +253,20 @@ def training_recipe(cfg: GeneratorReportConfig) -> dict:
         return {}
     meta = torch_load(cfg.generator.checkpoint, "generator checkpoint").get("meta", {})
     run = meta.get("run_config", {})
-    out = {k: meta.get(k, run.get(k)) for k in ("data", "split", "data_shares", "balance_races", "entry_gain")}
+    out = {k: meta.get(k, run.get(k)) for k in ("data", "split", "data_shares", "balance_races", "entry_gain",
+                                                  "complete_from", "min_age")}
     return {k: v for k, v in out.items() if v is not None} if out["data"] else {}
 
 
 def training_race_shares(judge, recipe: dict, resolution: int, draws: int, device) -> dict:
     """The judge's class shares over `draws` draws (seed 0, with replacement) from the generator's
     training data as its training sampler draws them (`data.sampling.draw_weights`: `data_shares` (empty: in
-    proportion to size); each race equally often within a dataset with `balance_races`).
+    proportion to size); each race equally often within a dataset with `balance_races`; none younger
+    than `min_age`). Framed crops are judged framed, not completed: the judge reads the face.
     The datasets are read from the shared data ($IDPULSE_SHARED/data/<name>). {"skipped": why} when
     the checkpoint records no data or a dataset cannot be read."""
     from ..data import DATASETS, dataset
-    from ..data.sampling import data_entries, draw_weights
+    from ..data.sampling import at_least_age, data_entries, draw_weights
 
     if not recipe:
         return {"skipped": "the generator's checkpoint records no training data"}
@@ -271,7 +274,8 @@ def training_race_shares(judge, recipe: dict, resolution: int, draws: int, devic
     if any(n not in DATASETS for n in names):
         return {"skipped": f"training data {recipe['data']!r} is not all registered datasets"}
     try:
-        sets = [dataset(n, split=recipe.get("split", "train"), size=resolution, frame=None) for n in names]
+        sets = [at_least_age(dataset(n, split=recipe.get("split", "train"), size=resolution, frame=None),
+                             int(recipe.get("min_age") or 0), n) for n in names]
     except UserError as e:
         return {"skipped": f"training data unavailable: {e}"}
     if any(len(ds) == 0 for ds in sets):
@@ -291,6 +295,7 @@ def training_race_shares(judge, recipe: dict, resolution: int, draws: int, devic
             "by_data": by_data,
             "dataset_sizes": {n: len(ds) for n, ds in zip(names, sets)},
             "data_shares": shares, "balance_races": bool(recipe.get("balance_races")),
+            "min_age": int(recipe.get("min_age") or 0), "complete_from": recipe.get("complete_from") or "",
             "unique_images": len(unique)}
 
 
@@ -413,9 +418,12 @@ def race_markdown(d: dict) -> list[str]:
         return lines + ["", f"Training data skipped: {t['skipped']}.", "", *race_by_data_markdown(d, cell)]
     sizes = ", ".join(f"{k} `{n}` images" for n, k in t["dataset_sizes"].items())
     how = f"data_shares {t['data_shares']}" if t["data_shares"] else "in proportion to size"
+    young = f", none under {t['min_age']} years old" if t.get("min_age") else ""
+    done = (f" Its framed crops were completed from `{t['complete_from']}`'s surrounds for training "
+            "(`data.completion`); the judge reads them framed.") if t.get("complete_from") else ""
     return lines + ["", f"Training data: `{t['data']}` split `{t['split']}` ({sizes}), {t['n']} draws with "
                     f"replacement ({t['unique_images']} distinct images) weighted as the GAN's sampler weights them "
-                    f"({how}{', races balanced within a dataset' if t['balance_races'] else ''}).", "",
+                    f"({how}{', races balanced within a dataset' if t['balance_races'] else ''}{young}).{done}", "",
                     *race_by_data_markdown(d, cell)]
 
 

@@ -46,7 +46,8 @@ class GanModelConfig:
 class GanTrainConfig:
     run_dir: str = "runs/generator"
     # registered dataset names (`idpulse.data.DATASETS`) or folders of aligned crops, comma-separated:
-    # "celeba,utkface" trains on both (UTKFace's tight crops framed, their missing border masked)
+    # "celeba,utkface" trains on both (UTKFace's tight crops framed, their missing border masked, or
+    # completed with `complete_from`)
     data: str = "celeba"
     data_root: str = ""  # the folder holding <name>/ for each dataset; default $IDPULSE_SHARED/data
     split: str = "train"  # each dataset's split (CelebA also takes partitions "train,val", "all")
@@ -462,7 +463,8 @@ def _export(st: GanState, cfg: GanTrainConfig, out: Path, device, world: int, im
     st.G_ema.cpu().fit_gaussian(cfg.gaussian_fit_samples)
     save_generator(st.G_ema, out, meta={"kimg": st.shown / 1000, "steps": st.step, "train_seconds": st.wall,
                                         "data": cfg.data, "split": cfg.split, "data_shares": cfg.data_shares,
-                                        "balance_races": cfg.balance_races, "device": str(device),
+                                        "balance_races": cfg.balance_races, "complete_from": cfg.complete_from,
+                                        "min_age": cfg.min_age, "device": str(device),
                                         "world_size": world, "images": images.counts})
     print(f"saved {out} ({st.shown / 1000:.1f} kimg, {st.wall / 60:.1f} min of training)")
 

@@ -1,5 +1,7 @@
 """The GAN's training images in memory: several datasets at once, UTKFace's tight crops framed with
-their missing border masked, drawn by per-image weights (`data.sampling.draw_weights`).
+their missing border masked, drawn by per-image weights (`data.sampling.draw_weights`). With
+`complete_from` the framed crops are instead completed from another entry's whole frames
+(`data.completion`) and nothing below about masks applies: G trains on whole frames, D is plain.
 
 Masks and what G must learn. A framed tight crop shows D only its face; a CelebA crop shows the
 whole frame. If each fake took a mask drawn at random, D would compare masked fakes with masked
@@ -22,14 +24,13 @@ each entry's fakes must pass as that entry's reals.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import cached_property
 
 import torch
 
 from .. import distributed as dist_utils
-from ..data.sampling import data_entries, draw_weights, latent_entries
+from ..data.sampling import at_least_age, data_entries, draw_weights, latent_entries
 from ..errors import UserError
 
 
@@ -75,7 +76,7 @@ def load_training_images(cfg) -> TrainingImages:
         raise UserError("data names no dataset")
     if cfg.complete_from:
         _check_donors(cfg.complete_from, names, sets)
-    sets = [_at_least_age(ds, cfg.min_age, name) for ds, name in zip(sets, names)]
+    sets = [at_least_age(ds, cfg.min_age, name) for ds, name in zip(sets, names)]
     weights = draw_weights(sets, cfg.data_shares, cfg.balance_races)
     images, masks = zip(*(ds.load_uint8(progress=dist_utils.is_main(), masks=True) for ds in sets))
     images, masks = list(images), list(masks)
@@ -102,18 +103,6 @@ def _check_donors(donor: str, names: list[str], sets: list) -> None:
                         "entry with whole frames, such as celeba")
     if not any(ds.frame for ds in sets):
         raise UserError(f"complete_from={donor!r}, but no entry of data is framed: nothing to complete")
-
-
-def _at_least_age(ds, min_age: int, name: str):
-    """ds without the images whose `age` label is below min_age years (FairFace's brackets by their
-    lower end); unchanged without an age label or with min_age 0."""
-    if min_age <= 0 or "age" not in ds.labels:
-        return ds
-    years = [int(a) if isinstance(a, int) else int(re.search(r"\d+", str(a)).group()) for a in ds.labels["age"]]
-    keep = [i for i, y in enumerate(years) if y >= min_age]
-    if not keep:
-        raise UserError(f"min_age={min_age} leaves no image of data entry {name!r}")
-    return ds.subset(keep)
 
 
 def _draw(data: TrainingImages, n: int) -> torch.Tensor:
