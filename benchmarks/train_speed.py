@@ -28,11 +28,10 @@ from idpulse.cli import run_main
 
 def gan_rows(args, device, formats) -> list:
     from idpulse.config import load_config
-    from idpulse.generator.stylegan import Generator
-    from idpulse.training.discriminator import Discriminator
     from idpulse.training.gan import (
         GanTrainConfig,
         TrainingImages,
+        build_state,
         compile_forward,
         d_logits_fn,
         d_step,
@@ -50,12 +49,8 @@ def gan_rows(args, device, formats) -> list:
              for compiled in ([False, True] if args.compile else [False])]
     for fmt, prec, compiled in modes:
         torch.manual_seed(0)
-        G = Generator(**vars(cfg.generator)).to(device).to(memory_format=fmt)
-        D = Discriminator(resolution=cfg.generator.resolution, fmap_base=cfg.d_fmap_base,
-                          fmap_max=cfg.d_fmap_max).to(device).to(memory_format=fmt)
-        G_ema = Generator(**vars(cfg.generator)).to(device).requires_grad_(False)
-        opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.0, cfg.beta2))
-        opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.0, cfg.beta2))
+        st = build_state(cfg, device, fresh=True)  # G, D, G_ema and the two Adams as training builds them
+        G, D, G_ema, opt_G, opt_D = st.G.to(memory_format=fmt), st.D.to(memory_format=fmt), st.G_ema, st.opt_G, st.opt_D
         ac = torch.autocast(device.type, dtype=torch.bfloat16) if prec == "bf16" else nullcontext()
         step = [1]  # R1 runs on steps divisible by r1_every: count through them as training does
 
