@@ -40,7 +40,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     full = tmp_path / "full"
     r = subprocess.run(_args(data, full, steps), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert (full / "generator.pt").is_file() and list((full / "samples").glob("*.png"))
+    assert (full / "generator.pt").is_file() and list((full / "samples").glob("*kimg.png"))
+    assert Image.open(full / "samples" / "reals.png").size == (8 * 16, 8 * 16)  # the data as D sees it
 
     killed = tmp_path / "killed"
     for _ in range(3):  # the kill must land mid-run; retry in the unlikely case the run finished first
@@ -248,6 +249,21 @@ def test_training_on_celeba_and_framed_utkface_runs_with_masked_fakes(tmp_path):
     r = subprocess.run(args, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert load_generator(run / "generator.pt").resolution == 16
+
+
+def test_reals_grid_shows_drawn_images_masked_and_leaves_the_training_rng_alone():
+    from idpulse.training.gan_data import TrainingImages, reals_grid
+
+    images = torch.stack([torch.full((3, 4, 4), 40 * i, dtype=torch.uint8) for i in range(3)])
+    masks = torch.ones(3, 1, 4, 4, dtype=torch.bool)
+    masks[2, :, :2] = False
+    data = TrainingImages(images, masks, torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), {"a": 3})
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    x = reals_grid(data, n=6)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert x.shape == (6, 3, 4, 4) and torch.equal(x, reals_grid(data, n=6))
+    assert (x[:, :, :2] == 0).all() and torch.allclose(x[:, :, 2:], torch.tensor(80 / 127.5 - 1))
 
 
 def test_d_logits_are_logged_per_dataset():

@@ -31,7 +31,15 @@ from ..generator.weights import save_generator
 from ..precision import uses_bf16
 from .augment import diff_augment
 from .discriminator import Discriminator
-from .gan_data import TrainingImages, _batch, _fake_masks, entry_logits, fake_entries, load_training_images
+from .gan_data import (
+    TrainingImages,
+    _batch,
+    _fake_masks,
+    entry_logits,
+    fake_entries,
+    load_training_images,
+    reals_grid,
+)
 
 
 @dataclass
@@ -390,6 +398,8 @@ def setup(cfg: GanTrainConfig) -> GanRun:
 
         write_run_info(run, cfg, {"images": images.counts, "world_size": world, "device": str(device)})
         writer = SummaryWriter(str(run / "tb"))
+        if not (run / "samples" / "reals.png").is_file():
+            save_grid(reals_grid(images), run / "samples" / "reals.png", nrow=8)
     g = torch.Generator().manual_seed(123)  # the sample grids' own z and noise
     fixed = (torch.randn(64, st.G.w_dim, generator=g).to(device),
              [torch.randn(sh, generator=g).to(device) for sh in st.G.synthesis.noise_shapes(64)])

@@ -105,6 +105,15 @@ def _check_donors(donor: str, names: list[str], sets: list) -> None:
         raise UserError(f"complete_from={donor!r}, but no entry of data is framed: nothing to complete")
 
 
+def reals_grid(data: TrainingImages, n: int = 64, seed: int = 0) -> torch.Tensor:
+    """n training images (n, 3, S, S) in [-1, 1] as D sees them (drawn by their weights, completed
+    or masked), for a run's `samples/reals.png`: look at the data. Drawn with their own generator,
+    so the run's global RNG stream is untouched."""
+    idx = torch.multinomial(data.weights, n, replacement=True, generator=torch.Generator().manual_seed(seed))
+    x = data.images[idx].float() / 127.5 - 1.0
+    return x * data.masks[idx] if data.masks is not None else x
+
+
 def _draw(data: TrainingImages, n: int) -> torch.Tensor:
     return torch.multinomial(data.weights, n, replacement=True)  # (n,) image indices
 
