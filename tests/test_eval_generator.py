@@ -173,6 +173,43 @@ def test_training_race_shares():
     assert "skipped" in training_race_shares(judge, {"data": "/no/such/folder", "split": "train"}, 32, 40, "cpu")
 
 
+def test_held_out_mixture_draws_each_datasets_held_out_faces_as_training_drew_them():
+    need_shared("data", "celeba", "images")
+    need_shared("data", "utkface", "images")
+    from idpulse.evaluation.generator_report import held_out_mixture
+
+    recipe = {"data": "celeba,utkface", "split": "train", "data_shares": [0.6, 0.4], "balance_races": True,
+              "min_age": 13}
+    x, counts = held_out_mixture(recipe, 60, 32)
+    assert x.shape == (60, 3, 32, 32) and 0 <= x.min() and x.max() <= 1 and sum(counts.values()) == 60
+    assert 10 <= counts["utkface"] <= 40  # 24 expected
+    again, _ = held_out_mixture(recipe, 60, 32)
+    assert torch.equal(x, again)  # a fixed draw
+    done, counts_done = held_out_mixture({**recipe, "complete_from": "celeba"}, 60, 32)
+    assert counts_done == counts
+    changed = (done != x).flatten(1).any(1)  # in draw order: the UTKFace faces, completed, the CelebA ones not
+    assert 0 < int(changed.sum()) <= counts["utkface"]
+    centre = (slice(None), slice(None), slice(16, 26), slice(12, 22))  # inside the framed crops' photos
+    kept = (done[centre] - x[centre]).abs() <= 1 / 255 + 1e-6
+    assert kept.float().mean() > 0.9  # the faces are the held-out photos' own
+    half = changed[:30].sum(), changed[30:].sum()  # both halves (comparison, floor) hold some of each
+    assert min(half) > 0 and max(half) < 30
+    assert held_out_mixture({"data": "celeba", "split": "train"}, 60, 32) is None  # one dataset: nothing to mix
+    assert held_out_mixture({**recipe, "data": "celeba,/some/folder"}, 60, 32) is None
+
+
+def test_the_mixture_fd_is_reported_beside_the_plain_one():
+    from idpulse.evaluation.generator_report import fd_markdown
+
+    d = {"faces": 10, "samples_vs_real": 0.3, "real_vs_real": 0.1, "ratio": 3.0, "real_split": "test",
+         "real_data": "CelebA"}
+    assert not any("held-out mixture" in line for line in fd_markdown(d))
+    mix = {"samples_vs_real": 0.2, "real_vs_real": 0.1, "ratio": 2.0, "counts": {"celeba": 13, "utkface": 7},
+           "completed_from": "celeba"}
+    md = "\n".join(fd_markdown({**d, "mixture": mix}))
+    assert "| 0.2000 | 0.1000 | 2.00x |" in md and "13 CelebA, 7 UTKFace" in md and "completed from CelebA" in md
+
+
 def test_report_descriptor_fd_and_race_shares(tmp_path):
     need_shared("data", "celeba", "images")
     need_dlib()

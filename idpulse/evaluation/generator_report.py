@@ -6,7 +6,8 @@ with `num_seeds` seeds; a face counts as matched if some seed's L_DS is within e
 
 Two measurements of the random samples themselves (the same samples, `samples.png` their first 64):
 - the Fréchet distance of dlib face descriptors (`descriptors.py`) between `fd_faces` samples and as
-  many held-out faces, beside the real-vs-real floor (two disjoint sets of held-out faces);
+  many held-out faces, beside the real-vs-real floor (two disjoint sets of held-out faces); for a
+  generator trained on several datasets, also against held-out faces drawn as its training data was;
 - the race judge's class shares of `race_samples` samples, beside its shares of draws from the
   generator's training data (the datasets, split and shares its checkpoint's meta records).
 """
@@ -115,7 +116,7 @@ def generator_report(cfg: GeneratorReportConfig, *, progress: bool = True) -> di
         report["keying"] = keying(G, recipe, z[:64], cfg.sample_seed, device)
         if recipe.get("entry_gain", 1.0) != 1.0:  # z[:, 0] amplified from the start: keying reads high
             report["entry_gain"] = recipe["entry_gain"]
-    report["descriptor_fd"] = descriptor_fd(cfg, samples[:cfg.fd_faces], px)
+    report["descriptor_fd"] = descriptor_fd(cfg, samples[:cfg.fd_faces], px, recipe)
     report["race"] = race_report(cfg, samples[:cfg.race_samples], px, device, recipe, z[:cfg.race_samples])
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(render_markdown(report))
@@ -194,12 +195,15 @@ def by_data_tiles(by_data: list, like: torch.Tensor, ncol: int = 8) -> list:
     return tiles
 
 
-def descriptor_fd(cfg: GeneratorReportConfig, samples: torch.Tensor, resolution: int) -> dict:
+def descriptor_fd(cfg: GeneratorReportConfig, samples: torch.Tensor, resolution: int,
+                  recipe: dict | None = None) -> dict:
     """Fréchet distance of dlib face descriptors between the samples and as many held-out faces
     (`cfg.split`), and the real-vs-real floor: the same distance between those faces and another,
-    disjoint set of as many; their ratio. {"skipped": why} when off or dlib's models are missing."""
+    disjoint set of as many; their ratio. For a generator trained on several datasets (`recipe`,
+    `training_recipe`'s) also `mixture`: the same against held-out faces drawn as its training data
+    was (`held_out_mixture`). {"skipped": why} when off or dlib's models are missing."""
     from ..data import dataset
-    from .descriptors import UPSCALE, DlibDescriptors, frechet_distance
+    from .descriptors import UPSCALE, DlibDescriptors
 
     n = len(samples)
     if n == 0:
@@ -215,12 +219,65 @@ def descriptor_fd(cfg: GeneratorReportConfig, samples: torch.Tensor, resolution:
     if len(ds) < 2 * n:
         return {"skipped": f"{_title(cfg.data)} {cfg.split} has {len(ds)} faces, the floor needs 2 x {n}"}
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(REAL_SEED))[:2 * n].tolist()
-    real = describe(torch.stack([ds[i]["image"] for i in idx]))
     fake = describe(samples)
+    out = {"faces": n, **_fd_against(fake, describe(torch.stack([ds[i]["image"] for i in idx]))),
+           "real_split": cfg.split, "real_data": _title(cfg.data), "real_seed": REAL_SEED, "upscale_px": UPSCALE}
+    mix = held_out_mixture(recipe or {}, 2 * n, resolution)
+    if mix is not None:
+        images, counts = mix
+        out["mixture"] = {**_fd_against(fake, describe(images)), "counts": counts,
+                          "completed_from": (recipe or {}).get("complete_from") or ""}
+    out["seconds"] = time.time() - t0
+    return out
+
+
+def _fd_against(fake: np.ndarray, real: np.ndarray) -> dict:
+    """Descriptors of n samples against 2n real faces' (first n: the comparison, last n: the floor)."""
+    from .descriptors import frechet_distance
+
+    n = len(fake)
     fd, floor = frechet_distance(fake, real[:n]), frechet_distance(real[n:], real[:n])
-    return {"faces": n, "samples_vs_real": fd, "real_vs_real": floor, "ratio": fd / floor if floor > 0 else None,
-            "real_split": cfg.split, "real_data": _title(cfg.data), "real_seed": REAL_SEED, "upscale_px": UPSCALE,
-            "seconds": time.time() - t0}
+    return {"samples_vs_real": fd, "real_vs_real": floor, "ratio": fd / floor if floor > 0 else None}
+
+
+def held_out_mixture(recipe: dict, n: int, resolution: int) -> tuple[torch.Tensor, dict] | None:
+    """n held-out faces (n, 3, S, S) in [0, 1] drawn, without replacement (seed REAL_SEED), from the
+    held-out splits of a multi-dataset generator's training data as its sampler drew the training
+    ones (`data_shares`, `balance_races`, `min_age`), framed crops completed from the training split
+    of `complete_from` as training completed them (the faces are held out, the surrounds are training
+    crops'); and how many came from each dataset. None for a generator trained on one dataset, on
+    folders, or when a dataset cannot be read or has too few held-out faces."""
+    from ..data import DATASETS, dataset
+    from ..data.completion import complete_with_donors
+    from ..data.sampling import at_least_age, data_entries, draw_weights
+
+    names = data_entries(recipe.get("data", ""))
+    if len(names) < 2 or any(name not in DATASETS for name in names):
+        return None
+    try:
+        sets = [at_least_age(dataset(name, split="test", size=resolution), int(recipe.get("min_age") or 0), name)
+                for name in names]
+    except UserError:
+        return None
+    weights = draw_weights(sets, list(recipe.get("data_shares") or []), bool(recipe.get("balance_races")))
+    if int((weights > 0).sum()) < n:
+        return None
+    idx = torch.multinomial(weights, n, replacement=False, generator=torch.Generator().manual_seed(REAL_SEED))
+    offsets = np.cumsum([0] + [len(ds) for ds in sets])
+    set_of = np.searchsorted(offsets, idx.numpy(), side="right") - 1  # (n,) each face's dataset
+    images, counts = torch.zeros(n, 3, resolution, resolution, dtype=torch.uint8), {}
+    donor = recipe.get("complete_from") or ""
+    for k, (name, ds) in enumerate(zip(names, sets)):
+        rows = np.nonzero(set_of == k)[0]
+        counts[name] = len(rows)
+        if not len(rows):
+            continue
+        x, m = ds.subset((idx[rows] - int(offsets[k])).tolist()).load_uint8(progress=False, masks=True)
+        if ds.frame and donor:
+            donors = dataset(donor, split=recipe.get("split", "train"), size=resolution).load_uint8(progress=False)
+            x = complete_with_donors(x, m, donors)
+        images[torch.as_tensor(rows)] = x
+    return images.float() / 255.0, counts
 
 
 def class_shares(pred: torch.Tensor, names: list[str]) -> dict:
@@ -392,7 +449,24 @@ def fd_markdown(d: dict) -> list[str]:
         f"two disjoint sets of {d['faces']} held-out faces: sampling noise alone); lower is closer to real faces, "
         "the issue's target a ratio <= 3.", "",
         "| samples vs real | real vs real (floor) | ratio | faces per set |", "| --- | --- | --- | --- |",
-        f"| {d['samples_vs_real']:.4f} | {d['real_vs_real']:.4f} | {ratio} | {d['faces']} |", ""]
+        f"| {d['samples_vs_real']:.4f} | {d['real_vs_real']:.4f} | {ratio} | {d['faces']} |", "",
+        *mixture_fd_markdown(d)]
+
+
+def mixture_fd_markdown(d: dict) -> list[str]:
+    """The FD against held-out faces drawn as the training data was (several datasets)."""
+    m = d.get("mixture")
+    if not m:
+        return []
+    ratio = f"{m['ratio']:.2f}x" if m["ratio"] is not None else "-"
+    parts = ", ".join(f"{k} {_title(name)}" for name, k in m["counts"].items())
+    done = (f"; the framed crops completed from {_title(m['completed_from'])}'s training crops as in training "
+            "(their faces held out, their surrounds not)") if m.get("completed_from") else ""
+    return [f"The same against held-out faces drawn from the held-out parts of every training dataset as the "
+            f"training data was drawn ({parts} over the two sets{done}): a generator of that mixture is measured "
+            "against it.", "",
+            "| samples vs held-out mixture | mixture vs mixture (floor) | ratio |", "| --- | --- | --- |",
+            f"| {m['samples_vs_real']:.4f} | {m['real_vs_real']:.4f} | {ratio} |", ""]
 
 
 def race_markdown(d: dict) -> list[str]:
