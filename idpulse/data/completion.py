@@ -47,8 +47,7 @@ def _erode(mask: torch.Tensor, r: int) -> torch.Tensor:
 def _centre_and_seam(masks: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """masks (N, 1, S, S) bool -> the pasted centre (the mask less its outer 2 px at 64: a warp's
     bilinear reads mix in the repeated border there, and the feather needs room) and the seam band
-    just inside it, both
-    (N, 1, S, S) float: the pixels whose colours the donor must meet."""
+    just inside it (the pixels whose colours the donor must meet), both (N, 1, S, S) float."""
     centre = _erode(masks.float(), max(1, round(2 * size / 64)))
     return centre, centre - _erode(centre, max(1, round(3 * size / 64)))
 

@@ -249,22 +249,22 @@ def held_out_mixture(recipe: dict, n: int, resolution: int) -> tuple[torch.Tenso
     folders, or when a dataset cannot be read or has too few held-out faces."""
     from ..data import DATASETS, dataset
     from ..data.completion import complete_with_donors
-    from ..data.sampling import at_least_age, data_entries, draw_weights
+    from ..data.sampling import data_entries, draw_weights
 
     names = data_entries(recipe.get("data", ""))
     if len(names) < 2 or any(name not in DATASETS for name in names):
         return None
     try:
-        sets = [at_least_age(dataset(name, split="test", size=resolution), int(recipe.get("min_age") or 0), name)
-                for name in names]
+        sets = recipe_datasets(recipe, "test", resolution)
     except UserError:
+        return None
+    if any(len(ds) == 0 for ds in sets):
         return None
     weights = draw_weights(sets, list(recipe.get("data_shares") or []), bool(recipe.get("balance_races")))
     if int((weights > 0).sum()) < n:
         return None
     idx = torch.multinomial(weights, n, replacement=False, generator=torch.Generator().manual_seed(REAL_SEED))
-    offsets = np.cumsum([0] + [len(ds) for ds in sets])
-    set_of = np.searchsorted(offsets, idx.numpy(), side="right") - 1  # (n,) each face's dataset
+    set_of, within = dataset_of(sets, idx)  # (n,) each face's dataset and its index there
     images, counts = torch.zeros(n, 3, resolution, resolution, dtype=torch.uint8), {}
     donor = recipe.get("complete_from") or ""
     for k, (name, ds) in enumerate(zip(names, sets)):
@@ -272,7 +272,7 @@ def held_out_mixture(recipe: dict, n: int, resolution: int) -> tuple[torch.Tenso
         counts[name] = len(rows)
         if not len(rows):
             continue
-        x, m = ds.subset((idx[rows] - int(offsets[k])).tolist()).load_uint8(progress=False, masks=True)
+        x, m = ds.subset(within[rows].tolist()).load_uint8(progress=False, masks=True)
         if ds.frame and donor:
             donors = dataset(donor, split=recipe.get("split", "train"), size=resolution).load_uint8(progress=False)
             x = complete_with_donors(x, m, donors)
@@ -315,6 +315,26 @@ def training_recipe(cfg: GeneratorReportConfig) -> dict:
     return {k: v for k, v in out.items() if v is not None} if out["data"] else {}
 
 
+def recipe_datasets(recipe: dict, split: str, resolution: int) -> list:
+    """The registered datasets of a generator's training data (`recipe`, `training_recipe`'s), their
+    `split` ("test": each one's held-out part) at `resolution`, framed where their crops need it and
+    without the images training's `min_age` left out; a UserError where one cannot be read."""
+    from ..data import dataset
+    from ..data.sampling import at_least_age, data_entries
+
+    return [at_least_age(dataset(name, split=split, size=resolution), int(recipe.get("min_age") or 0), name)
+            for name in data_entries(recipe["data"])]
+
+
+def dataset_of(sets: list, idx: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (n,) into the datasets `sets` laid end to end (as `draw_weights` weights them) ->
+    each one's dataset (n,) and its index within that dataset (n,)."""
+    offsets = np.cumsum([0] + [len(ds) for ds in sets])
+    idx = np.asarray(idx)
+    set_of = np.searchsorted(offsets, idx, side="right") - 1
+    return set_of, idx - offsets[set_of]
+
+
 def training_race_shares(judge, recipe: dict, resolution: int, draws: int, device) -> dict:
     """The judge's class shares over `draws` draws (seed 0, with replacement) from the generator's
     training data as its training sampler draws them (`data.sampling.draw_weights`: `data_shares` (empty: in
@@ -322,8 +342,8 @@ def training_race_shares(judge, recipe: dict, resolution: int, draws: int, devic
     than `min_age`). Framed crops are judged framed, not completed: the judge reads the face.
     The datasets are read from the shared data ($IDPULSE_SHARED/data/<name>). {"skipped": why} when
     the checkpoint records no data or a dataset cannot be read."""
-    from ..data import DATASETS, dataset
-    from ..data.sampling import at_least_age, data_entries, draw_weights
+    from ..data import DATASETS
+    from ..data.sampling import data_entries, draw_weights
 
     if not recipe:
         return {"skipped": "the generator's checkpoint records no training data"}
@@ -331,8 +351,7 @@ def training_race_shares(judge, recipe: dict, resolution: int, draws: int, devic
     if any(n not in DATASETS for n in names):
         return {"skipped": f"training data {recipe['data']!r} is not all registered datasets"}
     try:
-        sets = [at_least_age(dataset(n, split=recipe.get("split", "train"), size=resolution, frame=None),
-                             int(recipe.get("min_age") or 0), n) for n in names]
+        sets = recipe_datasets(recipe, recipe.get("split", "train"), resolution)
     except UserError as e:
         return {"skipped": f"training data unavailable: {e}"}
     if any(len(ds) == 0 for ds in sets):
@@ -340,10 +359,9 @@ def training_race_shares(judge, recipe: dict, resolution: int, draws: int, devic
     shares = list(recipe.get("data_shares") or [])
     weights = draw_weights(sets, shares, bool(recipe.get("balance_races")))
     idx = torch.multinomial(weights, draws, replacement=True, generator=torch.Generator().manual_seed(0))
-    offsets = np.cumsum([0] + [len(ds) for ds in sets])
     unique, inverse = torch.unique(idx, return_inverse=True)
-    set_of = np.searchsorted(offsets, unique.numpy(), side="right") - 1  # (u,) each image's dataset
-    images = [sets[d][i - int(offsets[d])]["image"] for i, d in zip(unique.tolist(), set_of.tolist())]
+    set_of, within = dataset_of(sets, unique)  # (u,) each image's dataset and its index there
+    images = [sets[d][i]["image"] for d, i in zip(set_of.tolist(), within.tolist())]
     pred = judge_in_chunks(judge, torch.stack(images), device)[inverse]
     from_set = torch.as_tensor(set_of)[inverse]  # (draws,) the dataset of each draw
     by_data = {n: class_shares(pred[from_set == d], judge.names) for d, n in enumerate(names)
